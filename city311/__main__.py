@@ -1,0 +1,3 @@
+from city311.cli import main
+
+main()

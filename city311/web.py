@@ -1,0 +1,46 @@
+"""The web app: health, and the places where Slack and the public library plug in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from city311.wiring import Service
+
+__all__ = ["build_app"]
+
+
+def build_app(service: Service) -> Starlette:
+    async def health(request: Request) -> Response:
+        try:
+            async with service.store.session() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:  # the check reports, it must not crash
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "channels": sorted(service.channels)})
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/library", status_code=302)
+
+    routes: list[BaseRoute] = [Route("/healthz", health), Route("/", home)]
+    for part in service.parts.values():
+        extra = getattr(part, "routes", None)
+        if extra is not None:
+            routes.extend(extra())
+    knowledge_routes: Any = _knowledge_routes(service)
+    routes.extend(knowledge_routes)
+    return Starlette(routes=routes)
+
+
+def _knowledge_routes(service: Service) -> list[BaseRoute]:
+    try:
+        from knowledge import web_routes  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return []
+    routes: list[BaseRoute] = web_routes(service.store, service.settings.web.public_url)
+    return routes

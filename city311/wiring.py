@@ -1,0 +1,103 @@
+"""Builds the service from settings: store, clock, calendar, classifier, drafter, channels."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from desk.migrate import upgrade_async
+from desk.outbox import Dispatcher
+from desk.pipeline import Desk
+from desk.ports import Channel, Classifier, Clock, Drafter, SystemClock
+from desk.settings import Settings
+from desk.sla import BusinessCalendar
+from desk.store import Store
+
+__all__ = ["Service", "build_service", "build_store"]
+
+log = logging.getLogger(__name__)
+
+
+def _optional(module: str, attribute: str) -> Any:
+    """A part that lands in its own package; None until it is there."""
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return None
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: Store
+    clock: Clock
+    calendar: BusinessCalendar
+    desk: Desk
+    channels: dict[str, Channel]
+    dispatcher: Dispatcher
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    parts: dict[str, Any] = field(default_factory=dict)  # slack bot, intake, drafter, …
+
+    def package_url(self, token: str) -> str:
+        return f"{self.settings.web.public_url}/p/{token}"
+
+    async def close(self) -> None:
+        for part in self.parts.values():
+            closer = getattr(part, "aclose", None)
+            if closer is not None:
+                await closer()
+        await self.store.close()
+
+
+def build_store(settings: Settings) -> Store:
+    if not settings.database.url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Store.from_url(settings.database_url, echo=settings.database.echo)
+
+
+def build_classifier(settings: Settings) -> Classifier | None:
+    loader: Callable[[], Classifier] | None = _optional("nlp", "load_classifier")
+    return loader() if loader is not None else None
+
+
+async def build_service(
+    settings: Settings, *, clock: Clock | None = None, classifier: Classifier | None = None,
+    migrate: bool = True, with_classifier: bool = True,
+) -> Service:
+    """Everything the web app and the worker need, wired once."""
+    store = build_store(settings)
+    if migrate:
+        await upgrade_async(settings.database_url)
+    clock = clock or SystemClock()
+    calendar = BusinessCalendar(settings.sla)
+    if classifier is None and with_classifier:
+        classifier = await asyncio.to_thread(build_classifier, settings)
+    parts: dict[str, Any] = {}
+    drafter: Drafter | None = None
+    drafter_class = _optional("knowledge", "LibraryDrafter")
+    if drafter_class is not None:
+        drafter = drafter_class(store)
+        parts["drafter"] = drafter
+    desk = Desk(
+        store, clock, calendar, classifier=classifier, drafter=drafter,
+        package_url=lambda token: f"{settings.web.public_url}/p/{token}",
+        review_channel=settings.slack.review_channel or None,
+        ack_per_sender_per_hour=settings.mail.ack_per_sender_per_hour,
+    )
+    channels: dict[str, Channel] = {}
+    dispatcher = Dispatcher(store, channels, clock, on_sent=desk.on_sent,
+                            on_failed=desk.on_failed)
+    service = Service(settings, store, clock, calendar, desk, channels, dispatcher, parts=parts)
+    email_channel = _optional("mail", "EmailChannel")
+    if email_channel is not None and settings.mail.delivery_enabled:
+        channels["email"] = email_channel(settings.mail, calendar)
+    slack_bot = _optional("bot", "SlackBot")
+    if slack_bot is not None and settings.slack.enabled:
+        bot = slack_bot(service)
+        parts["slack"] = bot
+        channels["slack"] = bot.channel
+    return service

@@ -1,0 +1,164 @@
+"""Everything that leaves the system goes through an outbox row first.
+
+A row is claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and a compare-and-set lease on
+every backend), handed to its channel, then marked sent. A crash or an outage delays a message;
+the unique idempotency key means nothing is enqueued twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from desk.errors import PermanentDeliveryError, TransientDeliveryError
+from desk.models import Case, Outbox
+from desk.ports import Channel, Clock, DeliveryReceipt, OutboundItem
+from desk.store import Store, insert_ignore
+
+__all__ = ["Dispatcher", "backoff", "enqueue"]
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=2)
+MAX_BACKOFF = timedelta(minutes=30)
+# A channel that is not configured yet keeps its rows; look again now and then.
+UNCONFIGURED_RETRY = timedelta(minutes=5)
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=2 ** min(attempts, 12)), MAX_BACKOFF)
+
+
+async def enqueue(
+    session: AsyncSession, *, kind: str, channel: str, key: str, now: datetime,
+    case_id: int | None = None, payload: dict[str, Any] | None = None,
+    not_before: datetime | None = None,
+) -> bool:
+    """Add a row unless one with the same idempotency key exists; True when added."""
+    return await insert_ignore(session, Outbox, {
+        "case_id": case_id, "kind": kind, "channel": channel, "idempotency_key": key,
+        "payload": payload or {}, "status": "pending", "attempts": 0,
+        "next_attempt_at": not_before or now, "created_at": now,
+    })
+
+
+SentHook = Callable[[AsyncSession, Outbox, DeliveryReceipt], Awaitable[None]]
+FailedHook = Callable[[AsyncSession, Outbox, str], Awaitable[None]]
+
+
+@dataclass
+class DispatchResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self, store: Store, channels: Mapping[str, Channel], clock: Clock,
+        on_sent: SentHook | None = None, on_failed: FailedHook | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.clock = clock
+        self.on_sent = on_sent
+        self.on_failed = on_failed
+
+    async def claim(self, limit: int = 20) -> list[OutboundItem]:
+        now = self.clock.now()
+        due = or_(
+            and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
+            and_(Outbox.status == "sending", Outbox.lease_until < now),
+        )
+        claimed: list[OutboundItem] = []
+        async with self.store.session() as session:
+            query = (
+                select(Outbox).where(due, Outbox.channel.in_(list(self.channels)))
+                .order_by(Outbox.next_attempt_at, Outbox.id).limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(query)).scalars().all()
+            for row in rows:
+                result = await session.execute(
+                    update(Outbox).where(Outbox.id == row.id, due)
+                    .values(status="sending", lease_until=now + LEASE,
+                            attempts=Outbox.attempts + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(result, "rowcount", 0) != 1:
+                    continue
+                ref = None
+                if row.case_id is not None:
+                    case = await session.get(Case, row.case_id)
+                    ref = case.ref if case else None
+                claimed.append(OutboundItem(
+                    id=row.id, kind=row.kind, channel=row.channel, case_id=row.case_id,
+                    case_ref=ref, idempotency_key=row.idempotency_key, payload=dict(row.payload),
+                    attempts=row.attempts + 1,
+                ))
+        return claimed
+
+    async def run_once(self, limit: int = 20) -> DispatchResult:
+        result = DispatchResult()
+        for item in await self.claim(limit):
+            await self._deliver(item, result)
+        return result
+
+    async def _deliver(self, item: OutboundItem, result: DispatchResult) -> None:
+        channel = self.channels[item.channel]
+        try:
+            receipt = await channel.deliver(item)
+        except TransientDeliveryError as exc:
+            delay = (timedelta(seconds=exc.retry_after) if exc.retry_after
+                     else backoff(item.attempts))
+            log.warning("outbox %s (%s) will retry in %s: %s", item.id, item.kind, delay, exc)
+            await self._release(item, "pending", str(exc), self.clock.now() + delay)
+            result.retried += 1
+            return
+        except PermanentDeliveryError as exc:
+            log.error("outbox %s (%s) failed for good: %s", item.id, item.kind, exc)
+            async with self.store.session() as session:
+                row = await self._mark(session, item, "failed", str(exc))
+                if self.on_failed and row is not None:
+                    await self.on_failed(session, row, str(exc))
+            result.failed += 1
+            return
+        except Exception as exc:  # a bug in a channel must not stop the other rows
+            log.exception("outbox %s (%s) raised; retrying later", item.id, item.kind)
+            await self._release(item, "pending", repr(exc),
+                                self.clock.now() + backoff(item.attempts))
+            result.retried += 1
+            return
+        async with self.store.session() as session:
+            row = await self._mark(session, item, "sent", None, receipt.external_id)
+            if self.on_sent and row is not None:
+                await self.on_sent(session, row, receipt)
+        result.sent += 1
+
+    async def _release(self, item: OutboundItem, status: str, error: str,
+                       next_at: datetime) -> None:
+        async with self.store.session() as session:
+            await session.execute(
+                update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending")
+                .values(status=status, last_error=error[:2000], next_attempt_at=next_at,
+                        lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _mark(self, session: AsyncSession, item: OutboundItem, status: str,
+                    error: str | None, external_id: str | None = None) -> Outbox | None:
+        now = self.clock.now()
+        values: dict[str, Any] = {"status": status, "last_error": error, "lease_until": None}
+        if status == "sent":
+            values.update(sent_at=now, external_id=external_id)
+        await session.execute(
+            update(Outbox).where(Outbox.id == item.id).values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return await session.get(Outbox, item.id, populate_existing=True)

@@ -1,0 +1,660 @@
+"""The pipeline: receive → store → route (thread or open a case, acknowledge) → classify →
+draft → ready for review → approve → outbox → deliver. Written against the ports only.
+
+Fast intake, slow processing: :meth:`Desk.receive` commits the raw message before anything
+else, so a crash before routing or drafting loses nothing; :meth:`Desk.recover` picks up
+whatever was left half done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from desk.directory import identify
+from desk.envelope import InboundMessage
+from desk.errors import InputError, NotFoundError, WorkflowError
+from desk.models import Attachment, Case, City, Contact, Correction, Draft, Message, Outbox
+from desk.outbox import enqueue
+from desk.ports import TOPICS, Classification, Classifier, Clock, Drafter, DraftRequest, Entity
+from desk.sla import BusinessCalendar
+from desk.store import Store, content_hash, insert_ignore
+from desk.workflow import Status, record_event, transition
+
+__all__ = ["CASE_REF", "Desk", "Received"]
+
+log = logging.getLogger(__name__)
+
+CASE_REF = re.compile(r"\bC-(\d{4})-(\d{4,})\b", re.I)
+PROCESS_LEASE = timedelta(minutes=5)
+ANSWERED = (Status.SENT, Status.FOLLOW_UP_SCHEDULED, Status.CLOSED, Status.REJECTED)
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: int
+    case_id: int | None
+    case_ref: str | None
+    created: bool  # a new case was opened
+    duplicate: bool  # we had this message already
+
+
+class Desk:
+    """The case desk: every use case of the service, on top of the store and the ports."""
+
+    def __init__(
+        self, store: Store, clock: Clock, calendar: BusinessCalendar, *,
+        classifier: Classifier | None = None, drafter: Drafter | None = None,
+        package_url: Callable[[str], str] | None = None,
+        review_channel: str | None = None, ack_per_sender_per_hour: int = 5,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.calendar = calendar
+        self.classifier = classifier
+        self.drafter = drafter
+        self.package_url = package_url or (lambda token: f"/p/{token}")
+        # Review cards go to Slack; without it reviewers use the CLI and the rows wait.
+        self.review_channel = review_channel
+        self.ack_limit = ack_per_sender_per_hour
+
+    # ---- intake -------------------------------------------------------------------------
+
+    async def receive(self, inbound: InboundMessage) -> Received:
+        """Store the raw message (deduplicated), then route it onto a case."""
+        digest = content_hash(inbound.raw)
+        async with self.store.session() as session:
+            existing = await self._find_message(session, inbound, digest)
+            if existing is not None:
+                return Received(existing.id, existing.case_id, None, False, True)
+            message = Message(
+                direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
+                content_hash=digest, sender=inbound.sender_email or inbound.sender_slack_id,
+                subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
+                raw=inbound.raw, envelope=_envelope_json(inbound),
+                received_at=inbound.received_at, problems=list(inbound.problems),
+            )
+            session.add(message)
+            try:
+                await session.flush()
+            except IntegrityError:
+                # Another worker stored it between our check and our insert.
+                await session.rollback()
+                async with self.store.session() as again:
+                    found = await self._find_message(again, inbound, digest)
+                    assert found is not None
+                    return Received(found.id, found.case_id, None, False, True)
+            for item in inbound.attachments:
+                session.add(Attachment(
+                    message_id=message.id, filename=item.filename[:255],
+                    content_type=item.content_type[:255], size=item.size, data=item.data,
+                    refused_reason=item.refused_reason,
+                ))
+            message_id = message.id
+        return await self.route(message_id)
+
+    async def _find_message(self, session: AsyncSession, inbound: InboundMessage,
+                            digest: str) -> Message | None:
+        result = await session.execute(select(Message).where(
+            Message.channel == inbound.channel,
+            or_(Message.external_id == inbound.external_id[:998],
+                Message.content_hash == digest),
+            Message.direction == "in",
+        ).limit(1))
+        return result.scalar_one_or_none()
+
+    async def route(self, message_id: int) -> Received:
+        """Attach a stored message to its case, or open one. Safe to run twice."""
+        async with self.store.session() as session:
+            message = await session.get(Message, message_id, with_for_update=True)
+            if message is None:
+                raise NotFoundError(f"message {message_id} does not exist")
+            if message.processed_at is not None:
+                case = await session.get(Case, message.case_id) if message.case_id else None
+                return Received(message.id, message.case_id, case.ref if case else None,
+                                False, True)
+            inbound = _envelope_from_json(message)
+            now = self.clock.now()
+            case = await self._thread_of(session, inbound)
+            created = False
+            if inbound.is_bounce:
+                case = await self._bounce(session, message, inbound, case, now)
+            elif case is not None:
+                await self._attach(session, case, message, inbound, now)
+            elif inbound.is_auto_reply:
+                log.info("auto-reply %s matched no case; stored, not answered", message.id,
+                         extra={"stored_message": message.id})
+            else:
+                case = await self._open_case(session, message, inbound, now)
+                created = True
+            message.case_id = case.id if case else None
+            message.processed_at = now
+            return Received(message.id, message.case_id, case.ref if case else None,
+                            created, False)
+
+    async def _thread_of(self, session: AsyncSession, inbound: InboundMessage) -> Case | None:
+        refs = [r for r in (inbound.thread_refs + inbound.bounced_message_ids) if r]
+        if refs:
+            result = await session.execute(
+                select(Message.case_id).where(
+                    Message.channel == inbound.channel, Message.external_id.in_(refs),
+                    Message.case_id.is_not(None),
+                ).order_by(Message.id.desc()).limit(1)
+            )
+            case_id = result.scalar_one_or_none()
+            if case_id is not None:
+                return await session.get(Case, case_id)
+        if inbound.thread_key:
+            by_thread = await session.execute(select(Case).where(
+                Case.channel == inbound.channel, Case.thread_key == inbound.thread_key
+            ).limit(1))
+            threaded = by_thread.scalar_one_or_none()
+            if threaded is not None:
+                return threaded
+        match = CASE_REF.search(inbound.subject or "")
+        if match:
+            return await self.store.find_case(session, match.group(0).upper())
+        return None
+
+    async def _open_case(self, session: AsyncSession, message: Message,
+                         inbound: InboundMessage, now: datetime) -> Case:
+        who = await identify(self.store, session, email=inbound.sender_email,
+                             slack_user=inbound.sender_slack_id, text=inbound.text)
+        contact = who.contact
+        if contact is None and (inbound.sender_email or inbound.sender_slack_id):
+            # Two workers may meet the same new sender at once: insert-or-nothing, then read.
+            email = inbound.sender_email.lower() if inbound.sender_email else None
+            await insert_ignore(session, Contact, {
+                "city_id": who.city.id if who.city else None, "name": inbound.sender_name,
+                "email": email, "slack_user_id": inbound.sender_slack_id, "created_at": now,
+                "bouncing": False,
+            })
+            contact = (await self.store.contact_by_email(session, email) if email
+                       else await self.store.contact_by_slack(
+                           session, inbound.sender_slack_id or ""))
+        elif contact is not None and contact.city_id is None and who.city is not None:
+            contact.city_id = who.city.id
+        year = inbound.received_at.astimezone(self.calendar.zone).year
+        number = await self.store.next_number(session, f"case-{year}")
+        question = (inbound.reply_text or inbound.text).strip()
+        case = Case(
+            ref=f"C-{year}-{number:04d}", channel=inbound.channel,
+            thread_key=inbound.thread_key or inbound.external_id, status=Status.RECEIVED.value,
+            subject=inbound.subject, question=question or "(no text could be read)",
+            city_id=who.city.id if who.city else None,
+            contact_id=contact.id if contact else None, received_at=inbound.received_at,
+            clock_started_at=inbound.received_at, due_at=self.calendar.due(inbound.received_at),
+            package_token=secrets.token_urlsafe(24), review_channel=self.review_channel,
+            meta={"matched_by": who.how, "problems": list(inbound.problems),
+                  **{k: v for k, v in inbound.meta.items() if isinstance(v, str | int)}},
+            created_at=now, updated_at=now, topics=[], scores={}, entities=[],
+        )
+        session.add(case)
+        await session.flush()
+        record_event(session, case.id, inbound.sender_email or inbound.sender_slack_id or "?",
+                     "received", now, to_status=case.status,
+                     detail={"channel": inbound.channel, "matched_by": who.how})
+        if who.city is not None and not inbound.is_auto_reply:
+            await self._acknowledge(session, case, inbound, now)
+        return case
+
+    async def _acknowledge(self, session: AsyncSession, case: Case, inbound: InboundMessage,
+                           now: datetime) -> None:
+        sender = inbound.sender_email or inbound.sender_slack_id or ""
+        if inbound.channel == "email":
+            # Rate limit per sender: a flood gets at most a few answers an hour.
+            recent = await session.execute(select(func.count(Outbox.id)).where(
+                Outbox.kind == "ack", Outbox.created_at > now - timedelta(hours=1),
+                Outbox.payload["to"].as_string() == sender,
+            ))
+            if int(recent.scalar_one()) >= self.ack_limit:
+                record_event(session, case.id, "system", "ack_suppressed", now,
+                             detail={"reason": "rate limit"})
+                return
+        await enqueue(
+            session, kind="ack", channel=inbound.channel, key=f"ack:{case.id}:{case.cycle}",
+            case_id=case.id, now=now, payload={
+                "to": sender, "subject": inbound.subject, "in_reply_to": inbound.external_id,
+                "references": inbound.thread_refs, "thread_key": case.thread_key,
+                "due_at": case.due_at.isoformat(), "due_text": self.calendar.describe(case.due_at),
+            },
+        )
+
+    async def _attach(self, session: AsyncSession, case: Case, message: Message,
+                      inbound: InboundMessage, now: datetime) -> None:
+        actor = inbound.sender_email or inbound.sender_slack_id or "?"
+        if inbound.is_auto_reply:
+            record_event(session, case.id, actor, "auto_reply", now,
+                         detail={"message": message.id})
+            return
+        if Status(case.status) in ANSWERED:
+            due = self.calendar.due(inbound.received_at)
+            await transition(
+                session, case, Status.RECEIVED, actor=actor, at=now, kind="reopened",
+                values={"cycle": case.cycle + 1, "clock_started_at": inbound.received_at,
+                        "due_at": due, "first_response_at": None, "reminded_at": None,
+                        "escalated_at": None, "lease_until": None,
+                        "question": f"{case.question}\n\n---\n{inbound.reply_text.strip()}"},
+                detail={"message": message.id},
+            )
+        else:
+            record_event(session, case.id, actor, "message_added", now,
+                         detail={"message": message.id})
+            if case.review_ts:
+                await enqueue(session, kind="notice", channel="slack", now=now,
+                              key=f"notice:message:{message.id}", case_id=case.id,
+                              payload={"text": "New message from the city on this case.",
+                                       "quote": inbound.reply_text[:2000]})
+
+    async def _bounce(self, session: AsyncSession, message: Message, inbound: InboundMessage,
+                      case: Case | None, now: datetime) -> Case | None:
+        if inbound.bounced_recipient:
+            contact = await self.store.contact_by_email(session, inbound.bounced_recipient)
+            if contact is not None:
+                contact.bouncing = True
+        record_event(session, case.id if case else None, "mailer-daemon", "bounce", now,
+                     detail={"message": message.id, "recipient": _redact(
+                         inbound.bounced_recipient)})
+        await enqueue(session, kind="notice", channel="slack", now=now,
+                      key=f"notice:bounce:{message.id}", case_id=case.id if case else None,
+                      payload={"text": "An email we sent bounced: "
+                               f"{_redact(inbound.bounced_recipient) or 'unknown address'}."})
+        return case
+
+    # ---- processing -------------------------------------------------------------------------
+
+    async def pending_cases(self, limit: int = 50) -> list[int]:
+        now = self.clock.now()
+        async with self.store.session() as session:
+            result = await session.execute(
+                select(Case.id).where(
+                    Case.status == Status.RECEIVED.value,
+                    or_(Case.lease_until.is_(None), Case.lease_until < now),
+                ).order_by(Case.urgency.desc(), Case.id).limit(limit)
+            )
+            return list(result.scalars().all())
+
+    async def unrouted_messages(self, limit: int = 200) -> list[int]:
+        async with self.store.session() as session:
+            result = await session.execute(
+                select(Message.id).where(Message.direction == "in",
+                                         Message.processed_at.is_(None))
+                .order_by(Message.id).limit(limit)
+            )
+            return list(result.scalars().all())
+
+    async def recover(self) -> int:
+        """Route stored messages and process received cases that a crash left behind."""
+        done = 0
+        for message_id in await self.unrouted_messages():
+            await self.route(message_id)
+            done += 1
+        for case_id in await self.pending_cases():
+            if await self.process(case_id):
+                done += 1
+        return done
+
+    async def process(self, case_id: int) -> bool:
+        """Classify and draft a received case; False when another worker holds it."""
+        now = self.clock.now()
+        async with self.store.session() as session:
+            claimed = await session.execute(
+                update(Case).where(
+                    Case.id == case_id, Case.status == Status.RECEIVED.value,
+                    or_(Case.lease_until.is_(None), Case.lease_until < now),
+                ).values(lease_until=now + PROCESS_LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(claimed, "rowcount", 0) != 1:
+                return False
+            case = await session.get(Case, case_id, populate_existing=True)
+            assert case is not None
+            question = _classify_text(case)
+        classification = self.classify(question)
+        topics = [t.topic for t in classification.topics]
+        async with self.store.session() as session:
+            case = await session.get(Case, case_id)
+            assert case is not None
+            request = self._draft_request(case, topics, classification.entities)
+        draft_fields = await self._draft(request)
+        async with self.store.session() as session:
+            case = await session.get(Case, case_id, populate_existing=True)
+            assert case is not None
+            if case.status != Status.RECEIVED.value:
+                return False
+            reasons = []
+            if case.city_id is None:
+                reasons.append("unknown sender: no city matched")
+            if classification.needs_triage:
+                reasons.append("low topic confidence")
+            target = Status.NEEDS_TRIAGE if reasons else Status.DRAFTED
+            await self._save_draft(session, case, draft_fields, topics, "system", now)
+            await transition(
+                session, case, target, actor="system", at=self.clock.now(), values={
+                    "topics": [{"topic": t.topic, "score": round(t.score, 4)}
+                               for t in classification.topics],
+                    "scores": {k: round(v, 4) for k, v in classification.scores.items()},
+                    "entities": [e.as_dict() for e in classification.entities],
+                    "urgency": classification.urgency,
+                    "triage_reason": "; ".join(reasons) or None, "lease_until": None,
+                    "meta": {**case.meta, "urgency_reasons": classification.urgency_reasons},
+                },
+                detail={"topics": topics},
+            )
+            await self._queue_card(session, case, "review_card", now)
+        return True
+
+    def classify(self, text: str) -> Classification:
+        if self.classifier is None:
+            # Without a classifier every case goes to a person first.
+            return Classification(topics=[], scores=dict.fromkeys(TOPICS, 0.0),
+                                  needs_triage=True)
+        return self.classifier.classify(text)
+
+    def _draft_request(self, case: Case, topics: list[str],
+                       entities: Sequence[Entity]) -> DraftRequest:
+        return DraftRequest(
+            case_ref=case.ref, question=case.question, topics=topics, entities=list(entities),
+            city=case.city.name if case.city else None,
+            state=case.city.state if case.city else None,
+            contact_name=case.contact.name if case.contact else None,
+            package_url=self.package_url(case.package_token),
+        )
+
+    async def _draft(self, request: DraftRequest) -> dict[str, Any]:
+        if self.drafter is None:
+            text = (f"Thank you for your question ({request.case_ref}). A member of our network "
+                    "will reply with resources shortly.")
+            return {"text": text, "html": "", "mrkdwn": text, "package": {}}
+        package = await self.drafter.draft(request)
+        return {"text": package.text, "html": package.html, "mrkdwn": package.mrkdwn,
+                "package": package.as_dict()}
+
+    async def _save_draft(self, session: AsyncSession, case: Case, fields: dict[str, Any],
+                          topics: list[str], author: str, now: datetime) -> Draft:
+        latest = await session.execute(
+            select(func.max(Draft.version)).where(Draft.case_id == case.id))
+        version = int(latest.scalar_one() or 0) + 1
+        draft = Draft(case_id=case.id, version=version, text=fields["text"],
+                      html=fields.get("html", ""), mrkdwn=fields.get("mrkdwn", ""),
+                      package=fields.get("package", {}), topics=topics, author=author,
+                      created_at=now)
+        session.add(draft)
+        await session.flush()
+        return draft
+
+    async def _queue_card(self, session: AsyncSession, case: Case, kind: str,
+                          now: datetime, note: str | None = None) -> None:
+        if kind == "review_card":
+            key = f"card:{case.id}:{case.cycle}"
+        else:
+            # Every card update is its own row; the channel renders the latest state.
+            key = f"card_update:{case.id}:{secrets.token_hex(8)}"
+        await enqueue(session, kind=kind, channel="slack", key=key, case_id=case.id, now=now,
+                      payload={"note": note} if note else {})
+
+    # ---- review ---------------------------------------------------------------------------
+
+    async def latest_draft(self, session: AsyncSession, case_id: int) -> Draft | None:
+        result = await session.execute(select(Draft).where(Draft.case_id == case_id)
+                                       .order_by(Draft.version.desc()).limit(1))
+        return result.scalar_one_or_none()
+
+    async def approve(self, case_ref: str | int, actor: str) -> Case:
+        """Approve the latest draft and queue the reply. Of two concurrent approvals exactly
+        one succeeds; the other raises AlreadyDoneError."""
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            draft = await self.latest_draft(session, case.id)
+            if draft is None:
+                raise WorkflowError(f"{case.ref} has no draft to approve", case_ref=case.ref)
+            await transition(session, case, Status.APPROVED, actor=actor, at=now,
+                             sources=(Status.DRAFTED, Status.NEEDS_TRIAGE),
+                             detail={"draft": draft.version})
+            await enqueue(session, kind="reply", channel=case.channel,
+                          key=f"reply:{case.id}:{case.cycle}", case_id=case.id, now=now,
+                          payload=await self._reply_payload(session, case, draft))
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Approved by <@{actor}>")
+            return case
+
+    async def _reply_payload(self, session: AsyncSession, case: Case,
+                             draft: Draft) -> dict[str, Any]:
+        first = await session.execute(
+            select(Message).where(Message.case_id == case.id, Message.direction == "in")
+            .order_by(Message.id.desc()).limit(1))
+        last_in = first.scalar_one_or_none()
+        envelope = last_in.envelope if last_in else {}
+        refs = [r for r in envelope.get("thread_refs", []) if r]
+        to = case.contact.email if case.contact and case.contact.email else envelope.get(
+            "sender_email")
+        return {
+            "to": to, "subject": case.subject or envelope.get("subject"),
+            "in_reply_to": last_in.external_id if last_in else None,
+            "references": refs, "thread_key": case.thread_key,
+            "draft_version": draft.version, "text": draft.text, "html": draft.html,
+            "mrkdwn": draft.mrkdwn, "package_url": self.package_url(case.package_token),
+        }
+
+    async def edit(self, case_ref: str | int, actor: str, text: str) -> Draft:
+        text = text.strip()
+        if not text:
+            raise InputError("the reply cannot be empty")
+        if len(text) > 30_000:
+            raise InputError("the reply is too long (30,000 characters at most)")
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            if Status(case.status) not in (Status.DRAFTED, Status.NEEDS_TRIAGE):
+                raise WorkflowError(f"{case.ref} is {case.status}; it can no longer be edited",
+                                    case_ref=case.ref)
+            previous = await self.latest_draft(session, case.id)
+            package = dict(previous.package) if previous else {}
+            draft = await self._save_draft(
+                session, case, {"text": text, "html": "", "mrkdwn": text, "package": package},
+                [t["topic"] for t in case.topics], actor, now)
+            record_event(session, case.id, actor, "edited", now,
+                         detail={"draft": draft.version})
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Edited by <@{actor}>")
+            return draft
+
+    async def change_topics(self, case_ref: str | int, actor: str,
+                            topics: Sequence[str]) -> Draft:
+        chosen = [t for t in dict.fromkeys(topics) if t]
+        unknown = [t for t in chosen if t not in TOPICS]
+        if unknown or not 1 <= len(chosen) <= 3:
+            raise InputError("choose 1 to 3 topics from: " + ", ".join(TOPICS))
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            if Status(case.status) not in (Status.DRAFTED, Status.NEEDS_TRIAGE):
+                raise WorkflowError(f"{case.ref} is {case.status}; topics are settled",
+                                    case_ref=case.ref)
+            previous = [t["topic"] for t in case.topics]
+            entities = [Entity(**e) for e in case.entities]
+            request = self._draft_request(case, chosen, entities)
+        fields = await self._draft(request)
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            session.add(Correction(case_id=case.id, text=_classify_text(case), topics=chosen,
+                                   previous=previous, actor=actor, created_at=now))
+            draft = await self._save_draft(session, case, fields, chosen, actor, now)
+            reason = case.triage_reason or ""
+            remaining = "; ".join(r for r in reason.split("; ")
+                                  if r and r != "low topic confidence") or None
+            target = Status.NEEDS_TRIAGE if remaining else Status.DRAFTED
+            await transition(
+                session, case, target, actor=actor, at=now, kind="topics_changed",
+                values={"topics": [{"topic": t, "score": 1.0} for t in chosen],
+                        "triage_reason": remaining},
+                detail={"from": previous, "to": chosen},
+            )
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Topics changed by <@{actor}>")
+            return draft
+
+    async def reject(self, case_ref: str | int, actor: str, reason: str,
+                     *, send_decline: bool = False) -> Case:
+        reason = reason.strip()
+        if not reason:
+            raise InputError("a reason is needed to reject a case")
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            await transition(session, case, Status.REJECTED, actor=actor, at=now,
+                             sources=(Status.RECEIVED, Status.DRAFTED, Status.NEEDS_TRIAGE),
+                             detail={"reason": reason, "decline": send_decline})
+            if send_decline:
+                payload = await self._reply_payload(session, case, Draft(
+                    text=decline_text(case.ref, reason), html="", mrkdwn=decline_text(
+                        case.ref, reason), version=0))
+                await enqueue(session, kind="decline", channel=case.channel,
+                              key=f"decline:{case.id}:{case.cycle}", case_id=case.id,
+                              now=now, payload=payload)
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Rejected by <@{actor}>: {reason}")
+            return case
+
+    async def assign(self, case_ref: str | int, actor: str, *, coach: str | None = None,
+                     assignee: str | None = None) -> Case:
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            values: dict[str, Any] = {"updated_at": now}
+            if coach is not None:
+                values["coach"] = coach
+            if assignee is not None:
+                values["assignee"] = assignee
+            await session.execute(update(Case).where(Case.id == case.id).values(**values)
+                                  .execution_options(synchronize_session=False))
+            record_event(session, case.id, actor, "assigned", now,
+                         detail={"coach": coach, "assignee": assignee})
+            await session.refresh(case)
+            who = f"<@{coach}>" if coach else f"<@{assignee}>"
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"{who} assigned by <@{actor}>")
+            return case
+
+    async def close(self, case_ref: str | int, actor: str, note: str = "") -> Case:
+        now = self.clock.now()
+        async with self.store.session() as session:
+            case = await self._case(session, case_ref)
+            await transition(session, case, Status.CLOSED, actor=actor, at=now,
+                             detail={"note": note})
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Closed by <@{actor}>")
+            return case
+
+    async def _case(self, session: AsyncSession, case_ref: str | int) -> Case:
+        case = await self.store.find_case(session, case_ref)
+        if case is None:
+            raise NotFoundError(f"no case {case_ref}")
+        return case
+
+    # ---- after delivery -------------------------------------------------------------------
+
+    async def on_sent(self, session: AsyncSession, row: Outbox, receipt: Any) -> None:
+        """Hook for the dispatcher: record what left, and move the case along."""
+        now = self.clock.now()
+        case = await session.get(Case, row.case_id) if row.case_id else None
+        if row.channel == "email" and row.kind in ("ack", "reply", "decline", "invite"):
+            # Store our Message-ID so the city's reply to it threads onto the case.
+            await _record_outbound(session, row, receipt.external_id, now)
+        if case is None:
+            return
+        if row.kind == "review_card":
+            channel, _, ts = receipt.external_id.partition(":")
+            await session.execute(update(Case).where(Case.id == case.id).values(
+                review_channel=channel, review_ts=ts).execution_options(
+                synchronize_session=False))
+        elif row.kind == "reply":
+            await transition(session, case, Status.SENT, actor="system", at=now,
+                             sources=(Status.APPROVED,),
+                             values={"first_response_at": case.first_response_at or now},
+                             detail={"outbox": row.id, "external_id": receipt.external_id})
+            await self._queue_card(session, case, "card_update", now,
+                                   note=f"Reply sent by {row.channel}")
+        elif row.kind in ("ack", "decline", "invite"):
+            record_event(session, case.id, "system", f"{row.kind}_sent", now,
+                         detail={"outbox": row.id})
+
+    async def on_failed(self, session: AsyncSession, row: Outbox, error: str) -> None:
+        now = self.clock.now()
+        case = await session.get(Case, row.case_id) if row.case_id else None
+        if case is not None and row.kind == "reply" and case.status == Status.APPROVED.value:
+            await transition(session, case, Status.DRAFTED, actor="system", at=now,
+                             kind="delivery_failed", sources=(Status.APPROVED,),
+                             detail={"outbox": row.id, "error": error[:500]})
+        if row.channel != "slack":
+            await enqueue(session, kind="notice", channel="slack", now=now,
+                          key=f"notice:failed:{row.id}", case_id=row.case_id,
+                          payload={"text": f"Could not deliver the {row.kind}: {error[:300]}"})
+
+
+async def _record_outbound(session: AsyncSession, row: Outbox, external_id: str,
+                           now: datetime) -> None:
+    exists = await session.execute(select(Message.id).where(
+        Message.channel == row.channel, Message.external_id == external_id))
+    if exists.scalar_one_or_none() is not None:
+        return
+    text = str(row.payload.get("text", ""))
+    session.add(Message(
+        case_id=row.case_id, direction="out", channel=row.channel, external_id=external_id,
+        content_hash=content_hash(text.encode()), sender=None,
+        subject=row.payload.get("subject"), text=text, reply_text=text, raw=text.encode(),
+        envelope={"kind": row.kind}, received_at=now, processed_at=now, problems=[],
+    ))
+
+
+def decline_text(case_ref: str, reason: str) -> str:
+    return (f"Thank you for writing to 311 for Cities. We are not able to take on this question "
+            f"({case_ref}): {reason}\n\nIf we misunderstood, reply to this message and a member "
+            f"of our team will look again.")
+
+
+def _classify_text(case: Case) -> str:
+    subject = (case.subject or "").strip()
+    subject = re.sub(r"^((re|fw|fwd|aw|sv|vs)\s*:\s*)+", "", subject, flags=re.I)
+    return f"{subject}\n\n{case.question}" if subject else case.question
+
+
+def _redact(address: str | None) -> str | None:
+    if not address or "@" not in address:
+        return address
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _envelope_json(inbound: InboundMessage) -> dict[str, Any]:
+    data = dataclasses.asdict(inbound)
+    data.pop("raw")
+    data["attachments"] = [
+        {"filename": a.filename, "content_type": a.content_type, "size": a.size,
+         "refused_reason": a.refused_reason} for a in inbound.attachments]
+    data["received_at"] = inbound.received_at.isoformat()
+    return data
+
+
+def _envelope_from_json(message: Message) -> InboundMessage:
+    data = dict(message.envelope)
+    data["received_at"] = datetime.fromisoformat(data["received_at"])
+    data["attachments"] = []
+    data["raw"] = b""
+    fields = {f.name for f in dataclasses.fields(InboundMessage)}
+    return InboundMessage(**{k: v for k, v in data.items() if k in fields})
+
+
+def city_label(city: City | None) -> str:
+    return city.label if city else "unknown city"
