@@ -80,8 +80,10 @@ async def _seed(service: Service) -> None:
         empty = not await service.store.list_cities(session)
     if empty:
         await import_cities(service.store, shipped_cities(), service.clock.now())
-    seed = getattr(importlib.import_module("knowledge"), "ensure_seeded", None) \
-        if importlib.util.find_spec("knowledge") else None
+    try:
+        seed = getattr(importlib.import_module("knowledge.library"), "ensure_seeded", None)
+    except ImportError:
+        seed = None
     if seed is not None:
         await seed(service.store)
 

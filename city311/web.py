@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sqlalchemy import text
@@ -39,8 +40,8 @@ def build_app(service: Service) -> Starlette:
 
 def _knowledge_routes(service: Service) -> list[BaseRoute]:
     try:
-        from knowledge import web_routes  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+        make_routes = importlib.import_module("knowledge.web").routes
+    except (ImportError, AttributeError):
         return []
-    routes: list[BaseRoute] = web_routes(service.store, service.settings.web.public_url)
+    routes: list[BaseRoute] = make_routes(service.store, service.settings.web.public_url)
     return routes

@@ -11,7 +11,8 @@ from typing import Any
 
 from desk.migrate import upgrade_async
 from desk.outbox import Dispatcher
-from desk.pipeline import Desk
+from desk.envelope import InboundMessage
+from desk.pipeline import Desk, Received
 from desk.ports import Channel, Classifier, Clock, Drafter, SystemClock
 from desk.settings import Settings
 from desk.sla import BusinessCalendar
@@ -41,6 +42,14 @@ class Service:
     dispatcher: Dispatcher
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     parts: dict[str, Any] = field(default_factory=dict)  # slack bot, intake, drafter, …
+
+    async def on_inbound(self, inbound: InboundMessage) -> Received:
+        """A channel's intake: store and route at once, draft right away for a fast card."""
+        received = await self.desk.receive(inbound)
+        if received.created and received.case_id is not None:
+            await self.desk.process(received.case_id)
+        self.wake.set()
+        return received
 
     def package_url(self, token: str) -> str:
         return f"{self.settings.web.public_url}/p/{token}"
@@ -78,7 +87,7 @@ async def build_service(
         classifier = await asyncio.to_thread(build_classifier, settings)
     parts: dict[str, Any] = {}
     drafter: Drafter | None = None
-    drafter_class = _optional("knowledge", "LibraryDrafter")
+    drafter_class = _optional("knowledge.drafting", "LibraryDrafter")
     if drafter_class is not None:
         drafter = drafter_class(store)
         parts["drafter"] = drafter
@@ -92,12 +101,16 @@ async def build_service(
     dispatcher = Dispatcher(store, channels, clock, on_sent=desk.on_sent,
                             on_failed=desk.on_failed)
     service = Service(settings, store, clock, calendar, desk, channels, dispatcher, parts=parts)
-    email_channel = _optional("mail", "EmailChannel")
+    email_channel = _optional("mail.delivery", "EmailChannel")
     if email_channel is not None and settings.mail.delivery_enabled:
-        channels["email"] = email_channel(settings.mail, calendar)
-    slack_bot = _optional("bot", "SlackBot")
+        channels["email"] = email_channel(settings.mail)
+    intake_class = _optional("mail.intake", "ImapIntake")
+    if intake_class is not None and settings.mail.intake_enabled:
+        parts["mail_intake"] = intake_class(settings.mail, store, service.on_inbound)
+    slack_bot = _optional("bot.app", "SlackBot")
     if slack_bot is not None and settings.slack.enabled:
-        bot = slack_bot(service)
+        bot = slack_bot(settings.slack, desk, wake=service.wake,
+                        public_url=settings.web.public_url)
         parts["slack"] = bot
         channels["slack"] = bot.channel
     return service
