@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from desk.envelope import InboundMessage
 from desk.migrate import upgrade_async
 from desk.outbox import Dispatcher
-from desk.envelope import InboundMessage
 from desk.pipeline import Desk, Received
 from desk.ports import Channel, Classifier, Clock, Drafter, SystemClock
 from desk.settings import Settings
