@@ -127,6 +127,9 @@ _SENT_FROM_APP = re.compile(
 )
 _DEVICE_RE = re.compile(_DEVICE, re.IGNORECASE)
 _VON_MEINEM = re.compile(r"^\s*von\s+meinem\s+[^,;:!?]{1,40}\s+gesendet\.?\s*$", re.IGNORECASE)
+# "Get Outlook for iOS", "Outlook für iOS beziehen", "Obtenir Outlook pour Android", ...
+_OUTLOOK_MOBILE = re.compile(r"^(?:\S+\s+){0,3}outlook\s+\S+\s+(?:ios|android)\b.{0,30}$",
+                             re.IGNORECASE)
 _TRAILING_LINK = re.compile(r"\s*(?:<[^<>\s]*>|\(\s*https?://[^()\s]*\s*\)|https?://\S+)\s*$")
 _SIG_DELIMITER = re.compile(r"^(?:--|-- |--\s*|—— ?)$")
 _DASH_NAME = re.compile(r"^[-–][^\W\d_][\w.'’-]*(?:\s[\w.'’-]+){0,3}\s*$")
@@ -183,7 +186,7 @@ def _extract(lines: list[str]) -> list[str]:
         answers = _inline_answers(tail) if split.quoted_below else []
         kept = _drop_quotes(head)
         if answers:
-            kept = [*kept, "", *answers]
+            kept = [*_trim(kept), "", *answers]
         return _strip_signature(kept)
     # Nothing above the header: bottom posting, or a forward without a note.
     if split.quoted_below:
@@ -340,12 +343,21 @@ def _inline_answers(tail: list[str]) -> list[str]:
             continue
         if seen_quote:
             kept.append(line)
-    answers = _strip_signature(kept)
+    answers = _trim(_squeeze_blank_lines(_strip_signature(kept)))
     if not _has_text(answers):
         return []
     if _find_splitter(answers, stop=None) is not None:
         return []  # what follows is older history, not answers
     return answers
+
+
+def _squeeze_blank_lines(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if not line.strip() and out and not out[-1].strip():
+            continue
+        out.append(line)
+    return out
 
 
 def _drop_quotes(lines: list[str]) -> list[str]:
@@ -368,7 +380,7 @@ def _is_mobile_footer(line: str) -> bool:
     bare = _TRAILING_LINK.sub("", line).strip()
     if not bare or len(bare.split()) > 9:
         return False
-    if _SENT_FROM_MY.match(bare) or _VON_MEINEM.match(bare):
+    if _SENT_FROM_MY.match(bare) or _VON_MEINEM.match(bare) or _OUTLOOK_MOBILE.match(bare):
         return True
     return bool(_SENT_FROM_APP.match(bare) and _DEVICE_RE.search(bare))
 
