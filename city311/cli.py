@@ -8,7 +8,7 @@ import importlib
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +88,19 @@ async def _seed(service: Service) -> None:
         await seed(service.store)
 
 
+def _quiet_server() -> type[Any]:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """Our signal handlers stop web and worker together; uvicorn must not re-raise them."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer
+
+
 async def _serve(host: str | None, port: int | None, web: bool, worker: bool) -> None:
     import uvicorn
 
@@ -108,17 +121,24 @@ async def _serve(host: str | None, port: int | None, web: bool, worker: bool) ->
         tasks: list[asyncio.Task[None]] = []
         if worker:
             tasks.append(asyncio.create_task(Worker(service).run(stop)))
+        server = None
         if web:
             config = uvicorn.Config(build_app(service), host=loaded.web.host,
                                     port=loaded.web.port, log_config=None, lifespan="off")
-            server = uvicorn.Server(config)
-            # uvicorn handles SIGINT/SIGTERM itself; when it returns, stop the worker too.
+            server = _quiet_server()(config)
+        loop = asyncio.get_running_loop()
+
+        def shutdown() -> None:
+            stop.set()
+            if server is not None:
+                server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, shutdown)
+        if server is not None:
             await server.serve()
             stop.set()
         else:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             await stop.wait()
         for task in tasks:
             await task
