@@ -232,27 +232,25 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, received_at: datetime) -> Inboun
 # --- headers -------------------------------------------------------------------------------
 
 
-def _raw_header(msg: Message, name: str) -> str:
+def _values(msg: Message, name: str) -> list[str]:
+    """Every value of header ``name`` as text; raw 8-bit bytes decoded (UTF-8, else cp1252)."""
+    wanted = name.lower()
     try:
-        value = msg.get(name)
+        return [_unescape(str(value)) for key, value in msg.raw_items() if key.lower() == wanted]
     except Exception:  # noqa: BLE001
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return str(value)
+        return []
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    values = _values(msg, name)
+    return values[0] if values else ""
 
 
 def _decode_header_value(msg: Message, name: str, problems: list[str]) -> str:
-    try:
-        value = msg.get(name)
-    except Exception:  # noqa: BLE001
-        problems.append(f"{name} header could not be read")
+    values = _values(msg, name)
+    if not values:
         return ""
-    if value is None:
-        return ""
-    return decode_words(value, problems, name)
+    return decode_words(values[0], problems, name)
 
 
 def decode_words(value: Any, problems: list[str], name: str = "header") -> str:
@@ -298,12 +296,7 @@ def _addresses(msg: Message, name: str, problems: list[str]) -> list[str]:
 
 
 def _address_pairs(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
-    try:
-        values = msg.get_all(name) or []
-    except Exception:  # noqa: BLE001
-        problems.append(f"{name} header could not be read")
-        return []
-    raw = [_unescape(str(v)) for v in values]
+    raw = _values(msg, name)
     try:
         pairs = getaddresses(raw)
     except Exception:  # noqa: BLE001
@@ -383,6 +376,9 @@ def _collect(part: Message, body: _Body, problems: list[str], limit: int, depth:
         problems.append("MIME nesting too deep; the rest was skipped")
         return
     content_type = part.get_content_type()
+    if content_type in {"message/rfc822", "message/global"}:
+        _attach_message(part, body, problems, limit)
+        return
     if part.is_multipart():
         children = [c for c in part.get_payload() if isinstance(c, Message)]
         if content_type == "multipart/alternative":
@@ -397,10 +393,8 @@ def _collect(part: Message, body: _Body, problems: list[str], limit: int, depth:
         return
     if content_type in _REPORT_PARTS or content_type in _SIGNATURE_PARTS:
         return
-    if content_type in {"message/rfc822", "message/global"} or content_type.startswith(
-        "multipart/"
-    ):
-        _attach_message(part, body, problems, limit)
+    if content_type.startswith("multipart/"):
+        _attach(part, body, problems, limit, None, content_type)  # a multipart with no parts
         return
     disposition = _disposition(part)
     filename = _filename(part, problems)
@@ -413,7 +407,7 @@ def _collect(part: Message, body: _Body, problems: list[str], limit: int, depth:
         if content_type == "text/html" or _HTML_SNIFF.match(text):
             body.html.append(text)
         else:
-            body.plain.append(_unflow(part, text))
+            body.plain.append(_unflow(part, text).strip("\r\n"))
         return
     _attach(part, body, problems, limit, filename, content_type)
 
