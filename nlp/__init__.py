@@ -1,0 +1,26 @@
+"""Understanding a question: topics (1-3, best first, scored), entities and urgency.
+
+A spaCy pipeline on ``spacy.blank("en")``: a bag-of-words ``textcat_multilabel`` over the ten
+topic ids, trained deterministically from the questions in ``nlp/data/``; an entity component
+(US places from a shipped gazetteer, money, dates, federal programs, agencies, organisations);
+and an urgency component. ``load_classifier()`` returns a :class:`desk.ports.Classifier`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from desk.ports import Classifier
+
+__all__ = ["load_classifier"]
+
+
+def load_classifier(model_dir: Path | None = None) -> Classifier:
+    """Load the trained pipeline from ``model_dir`` (default: the package's own model, built
+    from the shipped data first when missing or stale). Never touches the network."""
+    # Imported here so that ``import nlp`` stays cheap and ``python -m nlp.build`` runs clean.
+    from nlp.build import ensure_model, load_model
+
+    return load_model(ensure_model(model_dir))

@@ -1,0 +1,73 @@
+"""The :class:`desk.ports.Classifier` implementation over the trained spaCy pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from desk.ports import TOPICS, Classification, Entity, TopicScore
+from nlp.pipeline import PipelineConfig
+
+__all__ = ["SpacyClassifier", "select_topics"]
+
+_BATCH = 256
+
+
+def select_topics(scores: Mapping[str, float], config: PipelineConfig) -> list[str]:
+    """1-3 topic ids, best first: the best always, the next two only when they are both
+    reasonably likely on their own and not far behind the best."""
+    ranked = sorted(TOPICS, key=lambda t: (-scores.get(t, 0.0), t))
+    best = scores.get(ranked[0], 0.0)
+    chosen = [ranked[0]]
+    for topic in ranked[1:3]:
+        s = scores.get(topic, 0.0)
+        if s >= config.second_min and s >= config.second_rel * best:
+            chosen.append(topic)
+        else:
+            break
+    return chosen
+
+
+class SpacyClassifier:
+    """Topics, entities and urgency for one text or many (batched through ``nlp.pipe``)."""
+
+    def __init__(self, nlp: Language, config: PipelineConfig, meta: dict[str, Any] | None = None,
+                 ) -> None:
+        self.nlp = nlp
+        self.config = config
+        self.meta = meta or {}
+
+    def classify(self, text: str) -> Classification:
+        return self._to_classification(self.nlp(text))
+
+    def classify_many(self, texts: Sequence[str]) -> list[Classification]:
+        return [self._to_classification(doc) for doc in self.pipe(texts)]
+
+    def pipe(self, texts: Iterable[str], *, disable: Sequence[str] = ()) -> Iterable[Doc]:
+        return self.nlp.pipe(texts, batch_size=_BATCH, disable=list(disable))
+
+    def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Topic scores only (entities and urgency skipped), for evaluation."""
+        disable = [n for n in self.nlp.pipe_names if n != "textcat_multilabel"]
+        return [dict(doc.cats) for doc in self.pipe(texts, disable=disable)]
+
+    def _to_classification(self, doc: Doc) -> Classification:
+        scores = {t: round(float(doc.cats.get(t, 0.0)), 4) for t in TOPICS}
+        chosen = select_topics(scores, self.config)
+        values = doc._.entity_values or {}
+        entities = [
+            Entity(label=e.label_, text=e.text, start=e.start_char, end=e.end_char,
+                   value=values.get((e.start_char, e.end_char)))
+            for e in doc.ents
+        ]
+        return Classification(
+            topics=[TopicScore(t, scores[t]) for t in chosen],
+            scores=scores,
+            entities=entities,
+            urgency=float(doc._.urgency or 0.0),
+            urgency_reasons=list(doc._.urgency_reasons or []),
+            needs_triage=scores[chosen[0]] < self.config.triage_below,
+        )

@@ -1,0 +1,302 @@
+"""The entity component: US places and states, money, dates, federal programs, agencies, orgs.
+
+Everything is a :class:`~spacy.matcher.PhraseMatcher` lookup or a regular expression over the
+whole text, mapped back to token spans: no per-token Python loop, so it keeps up with the
+bag-of-words classifier. Each entity carries a normalised value in ``doc._.entity_values``
+(keyed by character offsets): ``"2500000"`` for ``$2.5 million``, ``"Springfield, OR"`` for a place,
+``"2025-03-14"`` for a date, the canonical acronym for a program.
+
+State postal codes that are also English words (IN, OR, ME, OK, HI, OH...) count only right after
+a place name ("Springfield, OR", "Eugene OR"); lower-case words never count as codes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+
+from nlp.gazetteer import Gazetteer, load_gazetteer
+from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
+
+__all__ = ["ENTITY_COMPONENT", "EntityFinder", "parse_money"]
+
+ENTITY_COMPONENT = "city311_entities"
+
+if not Doc.has_extension("entity_values"):
+    Doc.set_extension("entity_values", default=None)
+
+# Codes that are safe to read as a state wherever they stand in upper case.
+_SAFE_CODES = frozenset({
+    "AZ", "CA", "CT", "DC", "FL", "KS", "KY", "MN", "NC", "ND", "NH", "NJ", "NM", "NV", "NY",
+    "RI", "SC", "SD", "TN", "TX", "VT", "WI", "WV", "WY", "IA", "AK",
+})
+
+_CAP_WORD = r"[A-Z][\w'’.\-]*"
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_SCALE_WORDS = {
+    "thousand": 10**3, "k": 10**3, "million": 10**6, "mil": 10**6, "mm": 10**6, "m": 10**6,
+    "billion": 10**9, "bn": 10**9, "b": 10**9,
+}
+_MONEY_RE = re.compile(
+    rf"(?:US)?\$\s?(?P<n1>{_NUM})(?:\s?(?P<s1>thousand|million|billion|mil|bn|mm|[kKmMbB])\b)?"
+    rf"|\b(?P<n2>{_NUM})\s?(?P<s2>thousand|million|billion|[kKmM])?\s(?:dollars|USD)\b"
+    r"|\b(?P<w3>(?:a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|fifty|"
+    r"a few|several|half a|a half)(?:\s(?:hundred))?)\s(?P<s3>thousand|million|billion)\s"
+    r"dollars\b",
+    re.IGNORECASE,
+)
+_WORD_NUMBERS: dict[str, Decimal | int] = {
+    "a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "twenty": 20, "fifty": 50, "half a": Decimal("0.5"),
+    "a half": Decimal("0.5"),
+}
+
+_MONTHS = {
+    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9,
+    "oct": 10, "nov": 11, "dec": 12,
+}
+_MONTH = (r"(?P<mon>Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
+_WEEKDAYS = r"Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday"
+_DATE_RE = re.compile(
+    rf"\b{_MONTH}\s(?P<day>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s(?P<year>(?:19|20)\d\d)\b)?"
+    rf"|\b(?P<mon2>January|February|March|April|June|July|August|September|October|November|"
+    rf"December|Jan\.?|Feb\.?|Aug\.?|Sept?\.?|Oct\.?|Nov\.?|Dec\.?)(?:\s(?P<year2>(?:19|20)\d\d))?"
+    r"\b"
+    r"|\bMay\s(?P<year3>(?:19|20)\d\d)\b"
+    r"|\b(?P<iso>(?:19|20)\d\d-\d\d-\d\d)\b"
+    r"|\b(?P<m4>\d{1,2})/(?P<d4>\d{1,2})(?:/(?P<y4>(?:19|20)?\d\d))?\b"
+    r"|\b(?P<fy>FY\s?'?(?:19|20)?\d\d|fiscal year (?:19|20)\d\d)\b"
+    rf"|\b(?P<rel>(?:(?:this|next|by|on|until|before)\s)?(?:{_WEEKDAYS})"
+    r"|tomorrow|tonight|end of (?:the )?(?:day|week|month|quarter|year|fiscal year))\b"
+    r"|\b(?:in|since|by|until|through|before|after|during)\s(?P<year5>(?:19|20)\d\d)\b",
+)
+_FY_DIGITS = re.compile(r"\d+")
+
+# Program names that are also English words: only in a context that says "program".
+_PROGRAM_WORD_RE = re.compile(r"\b(?:HOME-ARP|HOME|RAISE|BUILD|ESG)\b")
+_PROGRAM_AFTER_RE = re.compile(
+    r"-ARP|[ \t]+(?:Investment|funds?|funding|program|dollars|allocation|grants?|money|awards?|"
+    r"rules|regulations|match|projects?|units?|consortium|PJs?|entitlement|application|NOFO|"
+    r"subrecipients?|\$)\b"
+    r"|[ \t]*(?:,|and|or|/|&)[ \t]*(?:CDBG|ESG|LIHTC|HOPWA|HTF|HOME)\b"
+)
+_PROGRAM_BEFORE_RE = re.compile(r"(?:CDBG|ESG|LIHTC|HOPWA|HTF|HOME),?[ \t]*(?:,|and|or|/|&)[ \t]*$")
+_ESG_NOT_PROGRAM_RE = re.compile(
+    r"[ \t-]+(?:screen|invest|criteria|factor|scor|rating|portfolio|disclos|metric|fund\b)",
+    re.IGNORECASE,
+)
+
+
+def parse_money(number: str, scale: str | None) -> str | None:
+    """``("2.5", "million")`` -> ``"2500000"``; None when the number does not parse."""
+    try:
+        value = Decimal(number.replace(",", ""))
+    except InvalidOperation:
+        return None
+    if scale:
+        value *= _SCALE_WORDS[scale.lower()]
+    value = value.quantize(Decimal("0.01"))
+    text = format(value.normalize(), "f")
+    return text
+
+
+def _money_value(m: re.Match[str]) -> str | None:
+    if m.group("n1"):
+        return parse_money(m.group("n1"), m.group("s1"))
+    if m.group("n2"):
+        return parse_money(m.group("n2"), m.group("s2"))
+    words = m.group("w3").lower().split()
+    base = _WORD_NUMBERS.get(" ".join(words[:2]), _WORD_NUMBERS.get(words[0], 1))
+    if words[-1] == "hundred" and len(words) > 1:
+        base = Decimal(_WORD_NUMBERS.get(words[0], 1)) * 100
+    if words[0] in ("several", "a") and words[-1] == "few":
+        return None
+    return parse_money(str(base), m.group("s3"))
+
+
+def _date_value(m: re.Match[str]) -> str | None:
+    if m.group("mon"):
+        month = _MONTHS[m.group("mon")[:3].lower()]
+        day = int(m.group("day"))
+        if not 1 <= day <= 31:
+            return None
+        year = m.group("year")
+        return f"{year}-{month:02d}-{day:02d}" if year else f"--{month:02d}-{day:02d}"
+    if m.group("mon2"):
+        month = _MONTHS[m.group("mon2")[:3].lower()]
+        year = m.group("year2")
+        return f"{year}-{month:02d}" if year else f"--{month:02d}"
+    if m.group("year3"):
+        return f"{m.group('year3')}-05"
+    if m.group("iso"):
+        return str(m.group("iso"))
+    if m.group("m4"):
+        month, day = int(m.group("m4")), int(m.group("d4"))
+        if not (1 <= month <= 12 and 1 <= day <= 31):
+            return None
+        year = m.group("y4")
+        if year is None:
+            return f"--{month:02d}-{day:02d}"
+        if len(year) == 2:
+            year = "20" + year
+        return f"{year}-{month:02d}-{day:02d}"
+    if m.group("fy"):
+        digits: str = _FY_DIGITS.findall(m.group("fy"))[-1]
+        return "FY" + (digits if len(digits) == 4 else "20" + digits[-2:])
+    if m.group("rel"):
+        words = m.group("rel").lower().split()
+        if words[0] in ("this", "by", "on", "until", "before"):
+            words = words[1:]
+        return " ".join(words)
+    if m.group("year5"):
+        return m.group("year5")
+    return None
+
+
+class EntityFinder:
+    """Finds entities and writes ``doc.ents`` and ``doc._.entity_values``."""
+
+    def __init__(self, nlp: Language, name: str = ENTITY_COMPONENT) -> None:
+        self.name = name
+        self.gaz: Gazetteer = load_gazetteer()
+        self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
+        self.keys: dict[int, tuple[str, str]] = {}
+        strings = nlp.vocab.strings
+        for value, forms in PROGRAMS.items():
+            self._add(nlp, strings, "PROGRAM", value, forms)
+        for value, forms in AGENCIES.items():
+            self._add(nlp, strings, "AGENCY", value, forms)
+        for value, forms in ORGS.items():
+            self._add(nlp, strings, "ORG", value, forms)
+        for code, state in self.gaz.states.items():
+            self._add(nlp, strings, "STATE", code, (state, state.lower()))
+        for place in self.gaz.standalone_places():
+            self._add(nlp, strings, "CITY", place, (place,))
+        states = "|".join(sorted(self.gaz.states, key=len, reverse=True))
+        names = "|".join(sorted((re.escape(s) for s in self.gaz.state_codes),
+                                key=len, reverse=True))
+        # "Pine Bluff, Arkansas", "Springfield, OR", "Eugene OR", "City of Kearney, NE".
+        self.place_state_re = re.compile(
+            rf"\b(?P<place>(?:{_CAP_WORD}[ \t]){{0,3}}{_CAP_WORD})(?P<comma>,?)[ \t]+"
+            rf"(?P<state>(?:{names}|{states})(?![\w'’-]))"
+        )
+        self.city_of_re = re.compile(
+            rf"\b(?:City|Town|Village|Borough|Township|city|town|village)[ \t]of[ \t]"
+            rf"(?P<place>(?:{_CAP_WORD}[ \t]){{0,2}}{_CAP_WORD})"
+        )
+        self.safe_code_re = re.compile(rf"\b(?P<code>{'|'.join(sorted(_SAFE_CODES))})\b")
+
+    def _add(self, nlp: Language, strings: object, label: str, value: str,
+             forms: Iterable[str]) -> None:
+        key = f"{label}|{value}"
+        self.matcher.add(key, [nlp.make_doc(form) for form in dict.fromkeys(forms)])
+        self.keys[nlp.vocab.strings.add(key)] = (label, value)
+
+    def _place_prefix(self, words: list[str], state: str | None) -> tuple[int, str] | None:
+        """The longest run of trailing words that names a known place (in ``state`` if given):
+        returns (words dropped from the front, place name)."""
+        for drop in range(len(words)):
+            name = " ".join(words[drop:])
+            by_state = self.gaz.places.get(name)
+            if by_state and (state is None or state in by_state):
+                return drop, name
+        return None
+
+    def __call__(self, doc: Doc) -> Doc:
+        text = doc.text
+        found: list[tuple[Span, str | None]] = []
+        place_states: list[tuple[Span, str]] = []
+
+        def add(start: int, end: int, label: str, value: str | None) -> Span | None:
+            span = doc.char_span(start, end, label=label, alignment_mode="expand")
+            if span is not None:
+                found.append((span, value))
+            return span
+
+        for m in self.place_state_re.finditer(text):
+            state_text = m.group("state")
+            code = self.gaz.state_codes.get(state_text, state_text)
+            words = m.group("place").split(" ")
+            hit = self._place_prefix(words, code)
+            if hit is not None:
+                drop, name = hit
+                start = m.start("place") + sum(len(w) + 1 for w in words[:drop])
+                span = add(start, m.end("place"), "CITY", f"{name}, {code}")
+                if span is not None:
+                    place_states.append((span, code))
+                add(m.start("state"), m.end("state"), "STATE", code)
+            elif state_text in self.gaz.state_codes or (m.group("comma") and code in _SAFE_CODES):
+                add(m.start("state"), m.end("state"), "STATE", code)
+        for m in self.city_of_re.finditer(text):
+            words = m.group("place").split(" ")
+            for keep in range(len(words), 0, -1):
+                name = " ".join(words[:keep])
+                if name in self.gaz.places:
+                    end = m.start("place") + len(name)
+                    add(m.start("place"), end, "CITY", name)
+                    break
+        if any(c.isupper() for c in text):
+            for m in self.safe_code_re.finditer(text):
+                add(m.start(), m.end(), "STATE", m.group())
+        for m in _PROGRAM_WORD_RE.finditer(text):
+            after = text[m.end():m.end() + 30]
+            word = m.group()
+            if word == "ESG" and _ESG_NOT_PROGRAM_RE.match(after):
+                continue
+            if (word == "HOME-ARP" or _PROGRAM_AFTER_RE.match(after)
+                    or _PROGRAM_BEFORE_RE.search(text[max(0, m.start() - 12):m.start()])):
+                add(m.start(), m.end(), "PROGRAM", word)
+        for m in _MONEY_RE.finditer(text):
+            add(m.start(), m.end(), "MONEY", _money_value(m))
+        for m in _DATE_RE.finditer(text):
+            value = _date_value(m)
+            if value is not None:
+                add(m.start(), m.end(), "DATE", value)
+        strings = doc.vocab.strings
+        for match_id, start, end in self.matcher(doc):
+            label, value = self.keys.get(match_id) or tuple(strings[match_id].split("|", 1))
+            found.append((Span(doc, start, end, label=label), value))
+        values: dict[tuple[int, int], str | None] = {}
+        spans = filter_spans([span for span, _ in found])
+        kept = {(s.start_char, s.end_char, s.label_) for s in spans}
+        codes = {v for s, v in found if s.label_ == "STATE" and v}
+        for span, value in found:
+            key = (span.start_char, span.end_char)
+            if (key[0], key[1], span.label_) not in kept or key in values:
+                continue
+            if span.label_ == "CITY" and value is not None and "," not in value:
+                by_state = self.gaz.places.get(value, {})
+                # A state named in the text wins unless its namesake is a hamlet.
+                top = max(by_state.values(), default=0)
+                in_doc = sorted(c for c in codes if by_state.get(c, 0) * 20 >= top)
+                best = in_doc[0] if in_doc else self.gaz.best_state(value)
+                value = f"{value}, {best}" if best else value
+            values[key] = value
+        doc.ents = spans
+        doc._.entity_values = values
+        return doc
+
+    # The component is rebuilt from the shipped word lists: nothing to save or load.
+    def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:
+        return None
+
+    def from_disk(self, path: object, *, exclude: Iterable[str] = ()) -> EntityFinder:
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return b""
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> EntityFinder:
+        return self
+
+
+@Language.factory(ENTITY_COMPONENT)
+def make_entity_finder(nlp: Language, name: str) -> EntityFinder:
+    return EntityFinder(nlp, name)

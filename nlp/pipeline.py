@@ -1,0 +1,159 @@
+"""The spaCy pipeline: ``spacy.blank("en")`` + a bag-of-words ``textcat_multilabel`` over the ten
+topic ids + the entity and urgency components.
+
+The classifier reads the token NORM, which here is a light stem (``zoning``/``zoned``/``zone`` ->
+``zon``, numbers -> ``#``). spaCy computes a lexeme's NORM once per word type, so the stemmer
+costs nothing per token once the vocabulary is warm. Norms are not saved with the model: every
+pipeline this module makes or loads has the stemmer installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import spacy
+from spacy.attrs import NORM
+from spacy.language import Language
+from spacy.ml.extract_ngrams import extract_ngrams
+from spacy.ml.models.textcat import NEG_VALUE, resize_and_set_ref
+from spacy.util import registry
+from thinc.api import Logistic, Model, SparseLinear_v2, chain, with_cpu
+from thinc.layers.resizable import resizable, resize_linear_weighted
+
+import nlp.entities as _entities  # registers the component factory
+import nlp.urgency as _urgency  # registers the component factory
+from desk.ports import TOPICS
+
+__all__ = [
+    "BOW_ARCHITECTURE",
+    "TEXTCAT",
+    "PipelineConfig",
+    "install_norms",
+    "load_pipeline",
+    "make_pipeline",
+    "stem",
+]
+
+log = logging.getLogger(__name__)
+
+TEXTCAT = "textcat_multilabel"
+BOW_ARCHITECTURE = "city311.TextCatBOW.v1"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that shapes the trained model; part of the build hash."""
+
+    ngram_size: int = 1
+    length: int = 2**17
+    epochs: int = 10
+    dropout: float = 0.2
+    batch_size: int = 16
+    learn_rate: float = 0.01
+    l2: float = 0.0
+    # Soft targets keep the best topic above the others: 1st, 2nd, 3rd listed topic.
+    rank_targets: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Topic selection: the best always; the 2nd/3rd when score >= both limits.
+    second_min: float = 0.35
+    second_rel: float = 0.45
+    # Below this top score a case goes to triage.
+    triage_below: float = 0.3
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SUFFIXES = ("ing", "ed")
+_VOWELS = frozenset("aeiouy")
+
+
+def stem(word: str) -> str:
+    """A light, deterministic stemmer for classifier features (not for display)."""
+    w = word.lower()
+    if any(c.isdigit() for c in w):
+        return w if any(c.isalpha() for c in w) else "#"
+    if len(w) <= 3 or not w.isalpha():
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    for suffix in _SUFFIXES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            base = w[: -len(suffix)]
+            if any(c in _VOWELS for c in base):
+                w = base
+                if len(w) > 3 and w[-1] == w[-2] and w[-1] not in _VOWELS and w[-1] not in "sl":
+                    w = w[:-1]
+                break
+    if len(w) >= 4 and w.endswith("e"):
+        w = w[:-1]
+    return w
+
+
+def install_norms(nlp: Language) -> Language:
+    """Make NORM our stem, for new word types and for those already in the vocabulary (loading
+    builds the components, whose patterns add lexemes, before we get here)."""
+    cast(Any, nlp.vocab).lex_attr_getters[NORM] = stem
+    for lexeme in nlp.vocab:
+        lexeme.norm_ = stem(lexeme.orth_)
+    return nlp
+
+
+def build_bow_classifier(
+    exclusive_classes: bool = False,
+    ngram_size: int = 2,
+    length: int = 2**17,
+    nO: int | None = None,
+) -> Model[Any, Any]:
+    """spaCy's TextCatBOW.v3, reading NORM (our stems) instead of ORTH."""
+    length = 2 ** (length - 1).bit_length()
+    sparse_linear = SparseLinear_v2(nO=nO, length=length)
+    resizable_layer: Model[Any, Any] = resizable(
+        sparse_linear,
+        resize_layer=partial(resize_linear_weighted, fill_defaults={"b": NEG_VALUE, "W": 0}),
+    )
+    model: Model[Any, Any] = chain(extract_ngrams(ngram_size, attr=NORM), resizable_layer)
+    model = with_cpu(model, model.ops)
+    output = Logistic()
+    model = chain(model, with_cpu(output, output.ops))
+    if nO is not None:
+        model.set_dim("nO", nO)
+    model.set_ref("output_layer", sparse_linear)
+    model.attrs["multi_label"] = not exclusive_classes
+    model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
+    return model
+
+
+registry.architectures.register(BOW_ARCHITECTURE, func=build_bow_classifier)
+
+
+def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Language:
+    """A fresh, untrained pipeline."""
+    nlp = install_norms(spacy.blank("en"))
+    if with_textcat:
+        textcat = nlp.add_pipe(TEXTCAT, config={
+            "threshold": 0.5,
+            "model": {
+                "@architectures": BOW_ARCHITECTURE,
+                "exclusive_classes": False,
+                "ngram_size": config.ngram_size,
+                "length": config.length,
+            },
+        })
+        for topic in TOPICS:
+            cast(Any, textcat).add_label(topic)
+    nlp.add_pipe(_entities.ENTITY_COMPONENT)
+    nlp.add_pipe(_urgency.URGENCY_COMPONENT)
+    return nlp
+
+
+def load_pipeline(path: Path) -> Language:
+    """Load a pipeline saved with ``nlp.to_disk``; no network, no downloads."""
+    # The tokenizer is spaCy's default English one: rebuilding it beats reading it back.
+    nlp = spacy.load(path, exclude=["tokenizer"])
+    return install_norms(nlp)

@@ -1,0 +1,94 @@
+"""The urgency component: deadlines, emergencies and fiscal distress -> a score 0..1 and reasons.
+
+Cue words come from :mod:`nlp.lexicon` (a lower-case PhraseMatcher); deadlines ("council votes
+Tuesday", "due Friday", "by end of day") are one regular expression. Independent cues combine like
+probabilities: ``1 - prod(1 - w)``, so two weak signals outrank one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+
+from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
+
+__all__ = ["URGENCY_COMPONENT", "UrgencyDetector", "combine"]
+
+URGENCY_COMPONENT = "city311_urgency"
+
+for _name, _default in (("urgency", 0.0), ("urgency_reasons", None)):
+    if not Doc.has_extension(_name):
+        Doc.set_extension(_name, default=_default)
+
+_WHEN = (r"(?:(?:this|next|on|by)\s)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+         r"tomorrow|tonight|today|the\s\d{1,2}(?:st|nd|rd|th)|"
+         r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s\d{1,2}\b|\d{1,2}/\d{1,2}|"
+         r"end\sof\s(?:the\s)?(?:day|week|month)|eod|noon)")
+_DEADLINE_RE = re.compile(
+    rf"\b(?:council|commission|board|committee|legislature|voters?)\s(?:\w+\s)?"
+    rf"(?:votes?|voting|meets|meeting|hearing|decides|takes\sit\sup)\s(?:is\s)?(?:on\s)?{_WHEN}"
+    rf"|\b(?:due|deadline(?:\sis)?|closes?|expires?|submit(?:ted)?|needs?\sit|need\sthis|"
+    rf"needed|have\sit|respond)\s(?:\w+\s)?(?:by\s|on\s|before\s)?{_WHEN}"
+    rf"|\b(?:vote|hearing|meeting|public\shearing)\s(?:is\s)?(?:on\s)?{_WHEN}",
+    re.IGNORECASE,
+)
+_DEADLINE_WEIGHT = 0.7
+
+
+def combine(weights: Iterable[float]) -> float:
+    remaining = 1.0
+    for w in weights:
+        remaining *= 1.0 - w
+    return round(1.0 - remaining, 3)
+
+
+class UrgencyDetector:
+    """Sets ``doc._.urgency`` (0..1) and ``doc._.urgency_reasons``."""
+
+    def __init__(self, nlp: Language, name: str = URGENCY_COMPONENT) -> None:
+        self.name = name
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        self.cues: dict[int, tuple[str, str, float]] = {}
+        for kind, cues in (("emergency", EMERGENCY_CUES),
+                           ("fiscal distress", FISCAL_DISTRESS_CUES),
+                           ("time pressure", TIME_PRESSURE_CUES)):
+            for cue, weight in cues.items():
+                key = f"urgency|{cue}"
+                self.matcher.add(key, [nlp.make_doc(cue)])
+                self.cues[nlp.vocab.strings.add(key)] = (kind, cue, weight)
+
+    def __call__(self, doc: Doc) -> Doc:
+        best: dict[str, tuple[float, str]] = {}
+        for match_id, _start, _end in self.matcher(doc):
+            kind, cue, weight = self.cues[match_id]
+            if weight > best.get(cue, (0.0, ""))[0]:
+                best[cue] = (weight, f"{kind}: {cue}")
+        for m in _DEADLINE_RE.finditer(doc.text):
+            phrase = " ".join(m.group().split())
+            best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
+        ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))
+        # Several cues of one event ("flood", "flooding") should not stack up to 1.0 at once.
+        doc._.urgency = min(1.0, combine(w for w, _ in ranked[:3]))
+        doc._.urgency_reasons = [reason for _, reason in ranked]
+        return doc
+
+    def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:
+        return None
+
+    def from_disk(self, path: object, *, exclude: Iterable[str] = ()) -> UrgencyDetector:
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return b""
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> UrgencyDetector:
+        return self
+
+
+@Language.factory(URGENCY_COMPONENT)
+def make_urgency_detector(nlp: Language, name: str) -> UrgencyDetector:
+    return UrgencyDetector(nlp, name)
