@@ -42,8 +42,14 @@ _OPENER = (
 # A date-like start: an optional short word (weekday, "Den") then a digit.
 _DATE_START = r"(?:[^\W\d_]{1,12}\.?,?\s+){0,2}\d"
 
-_HEADER_STRONG = re.compile(
-    rf"^(?:(?:{_OPENER})\b|{_DATE_START}).*\b(?:{_WROTE})\b.*:$", re.IGNORECASE | re.DOTALL
+# The verb closes the header: "On <date>, <name> wrote:".
+_HEADER_VERB_LAST = re.compile(
+    rf"^(?:(?:{_OPENER})\b|{_DATE_START}).*\b(?:{_WROTE})\s*:$", re.IGNORECASE | re.DOTALL
+)
+# The verb sits inside: "Am <date> schrieb <name>:", "<date> skrev <name> <addr>:".
+_HEADER_VERB_INSIDE = re.compile(
+    rf"^(?:(?:{_OPENER})\b|{_DATE_START}).*\b(?:{_WROTE})\b.*:$",
+    re.IGNORECASE | re.DOTALL,
 )
 _HEADER_WEAK = re.compile(rf"^.*\b(?:{_WROTE})\s*:$", re.IGNORECASE | re.DOTALL)
 # Gmail in some languages (Russian, Japanese, ...) writes no verb: "<date>, <name> <addr>:".
@@ -130,6 +136,12 @@ _VON_MEINEM = re.compile(r"^\s*von\s+meinem\s+[^,;:!?]{1,40}\s+gesendet\.?\s*$",
 # "Get Outlook for iOS", "Outlook für iOS beziehen", "Obtenir Outlook pour Android", ...
 _OUTLOOK_MOBILE = re.compile(r"^(?:\S+\s+){0,3}outlook\s+\S+\s+(?:ios|android)\b.{0,30}$",
                              re.IGNORECASE)
+# "Sent via the Samsung Galaxy S22 Ultra 5G, an AT&T 5G smartphone"
+_CARRIER_FOOTER = re.compile(
+    r"^\s*sent\s+(?:via|from)\s+(?:the\s+|my\s+)?[\w\s.+-]{1,40},\s+an?\s+[\w&\s.+-]{1,30}"
+    r"(?:smartphone|phone|device|tablet)\.?\s*$",
+    re.IGNORECASE,
+)
 _TRAILING_LINK = re.compile(r"\s*(?:<[^<>\s]*>|\(\s*https?://[^()\s]*\s*\)|https?://\S+)\s*$")
 _SIG_DELIMITER = re.compile(r"^(?:--|-- |--\s*|—— ?)$")
 _DASH_NAME = re.compile(r"^[-–][^\W\d_][\w.'’-]*(?:\s[\w.'’-]+){0,3}\s*$")
@@ -153,6 +165,7 @@ _CLOSING = re.compile(
     r"hilsen|ystävällisin\s+terveisin|terveisin|kiitos)\s*[,.!]?\s*$",
     re.IGNORECASE,
 )
+_POSTSCRIPT = re.compile(r"^\s*p\.?\s?s\b", re.IGNORECASE)
 _MAX_CLOSING_TAIL = 6  # lines after a closing that can still be a name/title/phone block
 _MAX_CLOSING_LINE = 72
 _WRAPPED_QUOTE = 60  # a quoted line this long may have been re-wrapped by the client
@@ -277,13 +290,13 @@ def _wrote_header(lines: list[str], i: int) -> int | None:
         joined = _normalise_header(" ".join(part.strip() for part in chunk))
         if len(joined) > 400:
             break
-        if _HEADER_STRONG.match(joined) and re.search(r"\d", joined):
+        # Prose ("On March 5 the mayor wrote:") has neither a time nor an address.
+        evidence = "@" in joined or _TIME.search(joined) or _quoted_below(lines, i)
+        if evidence and (_HEADER_VERB_LAST.match(joined) or _HEADER_VERB_INSIDE.match(joined)):
             return first
         if _HEADER_NO_VERB.match(joined):
             return first
-        if weak is None and _HEADER_WEAK.match(joined) and (
-            "@" in joined or _TIME.search(joined) or _quoted_below(lines, i)
-        ):
+        if weak is None and _HEADER_WEAK.match(joined) and evidence:
             weak = first
     return weak
 
@@ -378,6 +391,8 @@ def _drop_quotes(lines: list[str]) -> list[str]:
 
 def _is_mobile_footer(line: str) -> bool:
     bare = _TRAILING_LINK.sub("", line).strip()
+    if _CARRIER_FOOTER.match(bare):
+        return True
     if not bare or len(bare.split()) > 9:
         return False
     if _SENT_FROM_MY.match(bare) or _VON_MEINEM.match(bare) or _OUTLOOK_MOBILE.match(bare):
@@ -409,7 +424,9 @@ def _closing_start(body: list[str]) -> int | None:
             continue
         after = [line for line in body[i + 1 :] if line.strip()]
         if len(after) <= _MAX_CLOSING_TAIL and all(
-            len(line.strip()) <= _MAX_CLOSING_LINE and not line.rstrip().endswith("?")
+            len(line.strip()) <= _MAX_CLOSING_LINE
+            and not line.rstrip().endswith("?")
+            and not _POSTSCRIPT.match(line)
             for line in after
         ):
             return i

@@ -66,7 +66,7 @@ def test_first_text_plain_part_is_what_the_comparator_expects() -> None:
             continue
         msg = email.message_from_bytes(pair.raw, policy=policy.default)
         first = next(p for p in msg.walk() if p.get_content_type() == "text/plain")
-        stdlib = first.get_content()  # type: ignore[attr-defined]
+        stdlib = first.get_content()
         if "flowed" in str(first.get("Content-Type", "")):
             continue  # we also undo format=flowed soft breaks
         assert comparable(parse_message(pair.raw).text) == comparable(stdlib), pair.name
