@@ -315,7 +315,10 @@ _register_parts()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting.
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except DeskError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from desk.envelope import InboundMessage
+from desk.followups import FollowUps
 from desk.migrate import upgrade_async
 from desk.outbox import Dispatcher
 from desk.pipeline import Desk, Received
 from desk.ports import Channel, Classifier, Clock, Drafter, SystemClock
+from desk.reminders import Reminders
 from desk.settings import Settings
 from desk.sla import BusinessCalendar
 from desk.store import Store
@@ -101,6 +103,12 @@ async def build_service(
     dispatcher = Dispatcher(store, channels, clock, on_sent=desk.on_sent,
                             on_failed=desk.on_failed)
     service = Service(settings, store, clock, calendar, desk, channels, dispatcher, parts=parts)
+    parts["reminders"] = Reminders(
+        store, clock, calendar, reviewers=settings.slack.reviewers,
+        escalation=bool(settings.slack.escalation_channel or settings.slack.review_channel))
+    parts["followups"] = FollowUps(store, clock, calendar,
+                                   organizer_email=settings.mail.address or "",
+                                   organizer_name=settings.mail.from_name)
     email_channel = _optional("mail.delivery", "EmailChannel")
     if email_channel is not None and settings.mail.delivery_enabled:
         channels["email"] = email_channel(settings.mail)
