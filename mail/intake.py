@@ -1,0 +1,287 @@
+"""The email channel's intake: watch the 311 mailbox over IMAP and hand every new message on.
+
+For each new UID: fetch the raw message (without flagging it), parse it, await ``on_message``
+(which stores the raw message first and opens or threads the case), and only then flag it
+\\Seen or move it to the done folder, and advance the stored ``(UIDVALIDITY, last UID)``.
+A crash anywhere in between makes the next run fetch the message again; the desk dedupes it
+on Message-ID or content hash, so nothing is lost and no case is doubled.
+
+New mail is noticed with IDLE (re-issued well before the 29-minute limit), or by polling when
+the server has no IDLE. A dropped connection is retried with backoff. On PostgreSQL a session
+advisory lock makes sure only one worker reads the mailbox at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from desk.envelope import InboundMessage
+from desk.models import MailboxState
+from desk.ports import Clock, SystemClock
+from desk.settings import MailSettings
+from desk.store import Store, insert_ignore
+from mail.imap import ImapConnection, ImapError, Selected
+from mail.parse import parse_message, to_inbound
+
+__all__ = ["ImapIntake", "lock_key"]
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 25 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
+MAX_BACKOFF = 60.0
+LOCK_RETRY_SECONDS = 15.0
+LOCK_PING_SECONDS = 15.0
+
+OnMessage = Callable[[InboundMessage], Awaitable[object]]
+
+
+def lock_key(mailbox_key: str) -> int:
+    """A stable signed 64-bit advisory-lock key for one mailbox."""
+    digest = hashlib.sha256(f"city311-imap:{mailbox_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class ImapIntake:
+    def __init__(
+        self, settings: MailSettings, store: Store, on_message: OnMessage, *,
+        ssl_context: ssl.SSLContext | None = None, clock: Clock | None = None,
+        idle_seconds: float = IDLE_SECONDS, timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.on_message = on_message
+        # A custom context trusts a private CA (tests, an internal server); None: system CAs.
+        self.ssl_context = ssl_context
+        self.clock = clock or SystemClock()
+        self.idle_seconds = idle_seconds
+        self.timeout = timeout
+        self.mailbox = settings.imap_mailbox or "INBOX"
+        self.state_key = (f"imap://{settings.imap_user}@{settings.imap_host}:"
+                          f"{settings.imap_port}/{self.mailbox}")[:200]
+        self.handled = 0  # messages handed on by this process, for logs and tests
+        self._halt: asyncio.Event | None = None
+        self._done = asyncio.Event()
+        self._last_uid = 0
+        self._uidvalidity = 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read the mailbox until ``stop`` is set (or :meth:`aclose`); never raises for
+        server or network trouble, it reconnects with backoff instead."""
+        halt = self._halt = asyncio.Event()
+        self._done.clear()
+        relay = asyncio.create_task(_relay(stop, halt))
+        delay = 1.0
+        try:
+            while not halt.is_set():
+                try:
+                    worked = await self._locked_session(halt)
+                except ImapError as exc:
+                    log.warning("mail intake: %s; reconnecting in %.0fs", exc, delay)
+                    worked = False
+                except Exception:
+                    log.exception("mail intake failed; reconnecting in %.0fs", delay)
+                    worked = False
+                if halt.is_set():
+                    break
+                if worked:
+                    delay = 1.0
+                    continue
+                await _sleep(halt, delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        finally:
+            relay.cancel()
+            self._done.set()
+            log.info("mail intake stopped")
+
+    async def aclose(self) -> None:
+        """Stop reading and let :meth:`run` finish (it closes the session and the lock)."""
+        if self._halt is None:
+            return
+        self._halt.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), self.timeout)
+
+    # ---- one session --------------------------------------------------------------------
+
+    async def _locked_session(self, halt: asyncio.Event) -> bool:
+        if self.store.dialect != "postgresql":
+            return await self._session(halt)
+        lock = await self._try_lock()
+        if lock is None:
+            log.info("another worker holds the mail intake; waiting")
+            await _sleep(halt, LOCK_RETRY_SECONDS)
+            return True
+        session_halt = asyncio.Event()
+        relay = asyncio.create_task(_relay(halt, session_halt))
+        watchdog = asyncio.create_task(self._watch_lock(lock, session_halt))
+        try:
+            return await self._session(session_halt)
+        finally:
+            relay.cancel()
+            watchdog.cancel()
+            await self._release(lock)
+
+    async def _try_lock(self) -> AsyncConnection | None:
+        # A dedicated connection: the lock lives as long as this database session does.
+        conn = await self.store.engine.connect()
+        try:
+            result = await conn.execute(select(func.pg_try_advisory_lock(
+                lock_key(self.state_key))))
+            got = bool(result.scalar())
+            await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        if not got:
+            await conn.close()
+            return None
+        return conn
+
+    async def _watch_lock(self, lock: AsyncConnection, session_halt: asyncio.Event) -> None:
+        while True:
+            await asyncio.sleep(LOCK_PING_SECONDS)
+            try:
+                await asyncio.wait_for(lock.execute(text("SELECT 1")), self.timeout)
+                await lock.commit()
+            except Exception:  # the lock went with the connection: stop reading at once
+                log.warning("lost the database connection holding the mail intake lock")
+                session_halt.set()
+                return
+
+    async def _release(self, lock: AsyncConnection) -> None:
+        try:
+            await asyncio.wait_for(lock.execute(select(func.pg_advisory_unlock(
+                lock_key(self.state_key)))), 5.0)
+            await lock.commit()
+        except Exception:  # noqa: BLE001 - closing the connection below ends the lock anyway
+            log.debug("advisory unlock failed", exc_info=True)
+        with contextlib.suppress(Exception):
+            # Never hand a connection that may still hold the lock back to the pool.
+            await lock.invalidate()
+        with contextlib.suppress(Exception):
+            await lock.close()
+
+    async def _session(self, halt: asyncio.Event) -> bool:
+        settings = self.settings
+        conn = await ImapConnection.open(
+            settings.imap_host, settings.imap_port, settings.imap_security,
+            settings.imap_user, settings.imap_password, ssl_context=self.ssl_context,
+            command_timeout=self.timeout,
+        )
+        try:
+            selected = await conn.select(self.mailbox)
+            if settings.imap_done_folder:
+                await conn.ensure_mailbox(settings.imap_done_folder)
+            await self._start(conn, selected, halt)
+            idle = conn.has_capability("IDLE")
+            log.info("mail intake watching %s (%s)", self.mailbox,
+                     "IDLE" if idle else f"polling every {settings.imap_poll_seconds:g}s")
+            while not halt.is_set():
+                await self._catch_up(conn, halt)
+                if halt.is_set():
+                    break
+                if idle:
+                    await conn.idle(self.idle_seconds, halt)
+                else:
+                    await _sleep(halt, settings.imap_poll_seconds)
+                    if not halt.is_set():
+                        await conn.noop()
+            return True
+        finally:
+            await conn.close()
+
+    async def _start(self, conn: ImapConnection, selected: Selected,
+                     halt: asyncio.Event) -> None:
+        state = await self._load_state()
+        self._uidvalidity = selected.uidvalidity
+        if state is not None and state.uidvalidity == selected.uidvalidity:
+            self._last_uid = state.last_uid
+            return
+        # First run, or the server renumbered the mailbox: the stored last UID means nothing.
+        # Take every message not handled yet (unflagged, or still in the inbox when handled
+        # mail is moved away); the desk drops the ones it already stored.
+        if state is not None:
+            log.warning("UIDVALIDITY of %s changed (%s -> %s); resynchronising", self.mailbox,
+                        state.uidvalidity, selected.uidvalidity)
+        criteria = "ALL" if self.settings.imap_done_folder else "UNSEEN"
+        uids = await conn.uid_search(criteria)
+        self._last_uid = 0
+        for uid in uids:
+            if halt.is_set():
+                return  # the state still says "resync", so the next run starts over
+            await self._handle(conn, uid)
+        floor = (selected.uidnext - 1) if selected.uidnext else 0
+        self._last_uid = max([floor, *uids])
+        await self._save_state()
+
+    async def _catch_up(self, conn: ImapConnection, halt: asyncio.Event) -> None:
+        # "UID n:*" always matches the newest message, even below n: filter.
+        uids = [uid for uid in await conn.uid_search("UID", f"{self._last_uid + 1}:*")
+                if uid > self._last_uid]
+        for uid in uids:
+            if halt.is_set():
+                return
+            await self._handle(conn, uid)
+            self._last_uid = uid
+            await self._save_state()
+
+    async def _handle(self, conn: ImapConnection, uid: int) -> None:
+        raw = await conn.fetch_raw(uid)
+        if raw is None:
+            log.info("message UID %s vanished before it could be read", uid)
+            return
+        # Parsing large HTML can take a while: keep it off the event loop.
+        parsed = await asyncio.to_thread(
+            parse_message, raw, max_attachment_bytes=self.settings.max_attachment_bytes)
+        inbound = to_inbound(parsed, raw, self.clock.now().astimezone(UTC))
+        await self.on_message(inbound)
+        # Only now, with the message safely stored, does the mailbox learn it was handled.
+        if self.settings.imap_done_folder:
+            await conn.move(uid, self.settings.imap_done_folder)
+        else:
+            await conn.mark_seen(uid)
+        self.handled += 1
+
+    # ---- stored state -------------------------------------------------------------------
+
+    async def _load_state(self) -> MailboxState | None:
+        async with self.store.session() as session:
+            return await session.get(MailboxState, self.state_key)
+
+    async def _save_state(self) -> None:
+        now = datetime.now(UTC)
+        async with self.store.session() as session:
+            inserted = await insert_ignore(session, MailboxState, {
+                "mailbox": self.state_key, "uidvalidity": self._uidvalidity,
+                "last_uid": self._last_uid, "updated_at": now})
+            if not inserted:
+                state = await session.get(MailboxState, self.state_key, with_for_update=True)
+                assert state is not None
+                state.uidvalidity = self._uidvalidity
+                state.last_uid = self._last_uid
+                state.updated_at = now
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def _sleep(event: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``event`` is set; True when it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
