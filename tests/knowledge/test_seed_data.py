@@ -13,24 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from desk import ports
+
 __all__: list[str] = []
 
 DATA = Path(__file__).resolve().parents[2] / "knowledge" / "data"
 
-TOPICS = frozenset(
-    {
-        "budget_finance",
-        "economic_development",
-        "housing",
-        "vacant_blighted_property",
-        "public_safety",
-        "infrastructure",
-        "planning_zoning",
-        "operations_performance",
-        "governance_legal",
-        "community_services",
-    }
-)
+TOPICS = frozenset(ports.TOPICS)
 RESOURCE_KINDS = frozenset(
     {"guide", "toolkit", "case_study", "data", "template", "training", "funding_program"}
 )
