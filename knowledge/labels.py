@@ -1,0 +1,60 @@
+"""User-facing words for topics and kinds, kept in one place."""
+
+from __future__ import annotations
+
+__all__ = [
+    "KIND_LABELS",
+    "REFERRAL_KINDS",
+    "RESOURCE_KINDS",
+    "TOOL_KINDS",
+    "TOPIC_LABELS",
+    "kind_label",
+    "topic_label",
+]
+
+TOPIC_LABELS: dict[str, str] = {
+    "budget_finance": "Budget and finance",
+    "economic_development": "Economic development",
+    "housing": "Housing",
+    "vacant_blighted_property": "Vacant and blighted property",
+    "public_safety": "Public safety",
+    "infrastructure": "Infrastructure",
+    "planning_zoning": "Planning and zoning",
+    "operations_performance": "Operations and performance",
+    "governance_legal": "Governance and legal",
+    "community_services": "Community services",
+}
+
+RESOURCE_KINDS: tuple[str, ...] = (
+    "guide", "toolkit", "case_study", "data", "template", "training", "funding_program",
+)
+REFERRAL_KINDS: tuple[str, ...] = (
+    "expert_organization", "peer_program", "federal_agency", "university",
+)
+TOOL_KINDS: tuple[str, ...] = ("calculator", "template", "checklist", "dataset", "dashboard")
+
+KIND_LABELS: dict[str, str] = {
+    "guide": "Guide",
+    "toolkit": "Toolkit",
+    "case_study": "Case study",
+    "data": "Data",
+    "template": "Template",
+    "training": "Training",
+    "funding_program": "Funding program",
+    "expert_organization": "Expert organization",
+    "peer_program": "Peer program",
+    "federal_agency": "Federal agency",
+    "university": "University",
+    "calculator": "Calculator",
+    "checklist": "Checklist",
+    "dataset": "Dataset",
+    "dashboard": "Dashboard",
+}
+
+
+def topic_label(topic: str) -> str:
+    return TOPIC_LABELS.get(topic, topic.replace("_", " ").capitalize())
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
