@@ -98,6 +98,7 @@ async def build_service(
         package_url=lambda token: f"{settings.web.public_url}/p/{token}",
         review_channel=settings.slack.review_channel or None,
         ack_per_sender_per_hour=settings.mail.ack_per_sender_per_hour,
+        flood_per_sender_per_hour=settings.flood_per_sender_per_hour,
     )
     channels: dict[str, Channel] = {}
     dispatcher = Dispatcher(store, channels, clock, on_sent=desk.on_sent,

@@ -57,6 +57,7 @@ class Desk:
         classifier: Classifier | None = None, drafter: Drafter | None = None,
         package_url: Callable[[str], str] | None = None,
         review_channel: str | None = None, ack_per_sender_per_hour: int = 5,
+        flood_per_sender_per_hour: int = 20,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -67,6 +68,7 @@ class Desk:
         # Review cards go to Slack; without it reviewers use the CLI and the rows wait.
         self.review_channel = review_channel
         self.ack_limit = ack_per_sender_per_hour
+        self.flood_limit = flood_per_sender_per_hour
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -184,12 +186,17 @@ class Desk:
                            session, inbound.sender_slack_id or ""))
         elif contact is not None and contact.city_id is None and who.city is not None:
             contact.city_id = who.city.id
+        flooding = await self._flooding(session, contact, now)
         year = inbound.received_at.astimezone(self.calendar.zone).year
         number = await self.store.next_number(session, f"case-{year}")
         question = (inbound.reply_text or inbound.text).strip()
         case = Case(
             ref=f"C-{year}-{number:04d}", channel=inbound.channel,
-            thread_key=inbound.thread_key or inbound.external_id, status=Status.RECEIVED.value,
+            thread_key=inbound.thread_key or inbound.external_id,
+            # A flood is kept, not drafted: staff see it in one notice instead of many cards.
+            status=(Status.NEEDS_TRIAGE if flooding else Status.RECEIVED).value,
+            triage_reason=f"flood: more than {self.flood_limit} new cases from this sender "
+            "in an hour" if flooding else None,
             subject=inbound.subject, question=question or "(no text could be read)",
             city_id=who.city.id if who.city else None,
             contact_id=contact.id if contact else None, received_at=inbound.received_at,
@@ -204,9 +211,26 @@ class Desk:
         record_event(session, case.id, inbound.sender_email or inbound.sender_slack_id or "?",
                      "received", now, to_status=case.status,
                      detail={"channel": inbound.channel, "matched_by": who.how})
-        if who.city is not None and not inbound.is_auto_reply:
+        if flooding:
+            hour = now.strftime("%Y%m%d%H")
+            sender = _redact(inbound.sender_email) or inbound.sender_slack_id or "unknown"
+            await enqueue(session, kind="notice", channel="slack", now=now, case_id=case.id,
+                          key=f"notice:flood:{contact.id if contact else sender}:{hour}",
+                          payload={"text": f"Mail flood from {sender}: more than "
+                                   f"{self.flood_limit} new cases this hour. New messages are "
+                                   "kept as cases in triage, without acknowledgements or "
+                                   "review cards."})
+        elif who.city is not None and not inbound.is_auto_reply:
             await self._acknowledge(session, case, inbound, now)
         return case
+
+    async def _flooding(self, session: AsyncSession, contact: Contact | None,
+                        now: datetime) -> bool:
+        if contact is None:
+            return False
+        recent = await session.execute(select(func.count(Case.id)).where(
+            Case.contact_id == contact.id, Case.created_at > now - timedelta(hours=1)))
+        return int(recent.scalar_one()) >= self.flood_limit
 
     async def _acknowledge(self, session: AsyncSession, case: Case, inbound: InboundMessage,
                            now: datetime) -> None:

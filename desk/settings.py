@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: str = "INFO"
     worker_interval: float = 1.0
+    # New cases one sender may open in an hour before the rest are held in triage.
+    flood_per_sender_per_hour: int = 20
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)

@@ -200,3 +200,20 @@ async def test_auto_reply_on_a_case_is_recorded_not_answered(store: Store,
                              refs=["<q10@city>"]))
     assert await count(store, Outbox, Outbox.kind == "ack") == 1
     assert await count(store, Event, Event.kind == "auto_reply", Event.case_id == got.case_id) == 1
+
+
+async def test_flood_from_one_sender_is_held_and_reported_others_flow(
+        store: Store, clock: FakeClock) -> None:
+    await import_cities(store, shipped_cities(), clock.now())
+    desk = Desk(store, clock, BusinessCalendar(SLASettings()), classifier=KeywordClassifier(),
+                drafter=EchoDrafter(), ack_per_sender_per_hour=3, flood_per_sender_per_hour=5)
+    for n in range(12):
+        await desk.receive(email(200 + n, body=f"Question number {n} about our budget"))
+    other = await desk.receive(email(300, sender="chief@miamigov.com"))
+    assert await count(store, Case) == 13  # nothing dropped
+    assert await count(store, Case, Case.status == "needs_triage") == 7
+    assert await count(store, Outbox, Outbox.kind == "ack") == 3 + 1  # rate limit + Miami
+    assert await count(store, Outbox, Outbox.kind == "notice") == 1  # reported once
+    assert await count(store, Event, Event.kind == "ack_suppressed") == 2
+    assert await desk.process(other.case_id or 0)
+    assert len(await desk.pending_cases()) == 5  # the first five still get drafted
