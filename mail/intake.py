@@ -55,6 +55,7 @@ class ImapIntake:
         self, settings: MailSettings, store: Store, on_message: OnMessage, *,
         ssl_context: ssl.SSLContext | None = None, clock: Clock | None = None,
         idle_seconds: float = IDLE_SECONDS, timeout: float = 30.0,
+        lock_retry_seconds: float = LOCK_RETRY_SECONDS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -64,6 +65,7 @@ class ImapIntake:
         self.clock = clock or SystemClock()
         self.idle_seconds = idle_seconds
         self.timeout = timeout
+        self.lock_retry_seconds = lock_retry_seconds
         self.mailbox = settings.imap_mailbox or "INBOX"
         self.state_key = (f"imap://{settings.imap_user}@{settings.imap_host}:"
                           f"{settings.imap_port}/{self.mailbox}")[:200]
@@ -120,7 +122,7 @@ class ImapIntake:
         lock = await self._try_lock()
         if lock is None:
             log.info("another worker holds the mail intake; waiting")
-            await _sleep(halt, LOCK_RETRY_SECONDS)
+            await _sleep(halt, self.lock_retry_seconds)
             return True
         session_halt = asyncio.Event()
         relay = asyncio.create_task(_relay(halt, session_halt))
