@@ -1,0 +1,178 @@
+"""The Slack app: a slack-bolt ``AsyncApp`` served at ``/slack/events`` (or over Socket Mode),
+its listeners, and the :class:`~desk.ports.Channel` that delivers into Slack.
+
+Every listener acks at once and leaves slow work (the database, drafting, Web API calls) to
+a task the bot keeps track of, so Slack always has its answer within three seconds and
+:meth:`SlackBot.drain` (tests, shutdown) can wait for the work to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bot.access import Reviewers
+from bot.channel import SlackChannel
+from bot.commands import Commands
+from bot.followups import FollowUpSurface
+from bot.intake import Intake
+from bot.middleware import dedupe_events, skip_retries
+from bot.review import Review
+from desk.pipeline import Desk
+from desk.settings import SlackSettings
+
+__all__ = ["SlackBot"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+class SlackBot:
+    """Everything Slack: intake, review cards, commands, and delivery into threads."""
+
+    def __init__(self, settings: SlackSettings, desk: Desk, *,
+                 wake: asyncio.Event | None = None, public_url: str = "") -> None:
+        self.settings = settings
+        self.desk = desk
+        self.wake_event = wake
+        self.public_url = public_url.rstrip("/")
+        api_url = settings.api_url or DEFAULT_API_URL
+        self.client = AsyncWebClient(
+            token=settings.bot_token or None,
+            base_url=api_url if api_url.endswith("/") else api_url + "/",
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                # The SDK does not retry 429 unless told; it honours Retry-After.
+                AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+                AsyncServerErrorRetryHandler(max_retry_count=1),
+            ],
+        )
+        # The client carries the token; passing both makes bolt warn that one is ignored.
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=settings.signing_secret or None,
+            request_verification_enabled=bool(settings.signing_secret),
+            process_before_response=True,
+            logger=logging.getLogger("bot.bolt"),
+        )
+        self.reviewers = Reviewers(self.client, settings.reviewers, settings.reviewer_group)
+        if not self.reviewers.configured:
+            log.warning("no SLACK_REVIEWERS or SLACK_REVIEWER_GROUP: nobody can approve in Slack")
+        self.followups = FollowUpSurface(self)
+        self.channel = SlackChannel(
+            self.client, desk, review_channel=settings.review_channel,
+            escalation_channel=settings.escalation_channel,
+            followups_enabled=self.followups.enabled)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handler = AsyncSlackRequestHandler(self.app)
+        self._socket: Any = None
+        self.intake = Intake(self)
+        self.review = Review(self)
+        self.commands = Commands(self)
+        self._register()
+
+    # ---- wiring -------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(skip_retries())
+        app.middleware(dedupe_events(self.desk.store, self.desk.clock.now))
+        self.intake.register(app)
+        self.review.register(app)
+        self.commands.register(app)
+        self.followups.register(app)
+
+    def routes(self) -> list[BaseRoute]:
+        """POST /slack/events: events, interactivity, slash commands and shortcuts."""
+        if not self.settings.signing_secret:
+            return []  # Socket Mode only: never accept unsigned requests over HTTP
+
+        async def slack_events(request: Request) -> Response:
+            return await self._handler.handle(request)
+
+        return [Route("/slack/events", slack_events, methods=["POST"])]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Socket Mode when SLACK_APP_TOKEN is set; otherwise Slack comes to us over HTTP."""
+        if not self.settings.app_token:
+            return
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        self._socket = AsyncSocketModeHandler(self.app, self.settings.app_token)
+        await self._socket.connect_async()
+        log.info("Slack Socket Mode connected")
+        try:
+            await stop.wait()
+        finally:
+            await self._socket.close_async()
+            self._socket = None
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), timeout=10)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+
+    # ---- shared by the listeners --------------------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run slow work after the ack; failures are logged, never lost silently."""
+        task = asyncio.create_task(self._guard(work, name), name=f"slack:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guard(work: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("Slack task %s failed", name)
+
+    async def drain(self) -> None:
+        """Wait until every task started by a listener (and those they started) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def wake(self) -> None:
+        """Tell the worker there is outbox work, so replies leave at once."""
+        if self.wake_event is not None:
+            self.wake_event.set()
+
+    async def tell(self, user: str, text: str, *, channel: str | None = None,
+                   thread_ts: str | None = None, response_url: str | None = None) -> None:
+        """An ephemeral message to one person: via the response URL when there is one
+        (works in any conversation), else ``chat.postEphemeral``."""
+        try:
+            if response_url:
+                webhook = AsyncWebhookClient(response_url)
+                await webhook.send(text=text, response_type="ephemeral",
+                                   replace_original=False)
+            elif channel:
+                kwargs: dict[str, Any] = {"thread_ts": thread_ts} if thread_ts else {}
+                await self.client.chat_postEphemeral(channel=channel, user=user, text=text,
+                                                     **kwargs)
+            else:
+                await self.client.chat_postMessage(channel=user, text=text)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning("could not tell %s: %s", user, exc)
