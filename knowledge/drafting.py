@@ -1,0 +1,255 @@
+"""Drafting a resource package for a classified question (desk.ports.Drafter).
+
+Resources are ranked by how well their topics match the question's, how relevant their text is
+to the question (the library's full-text search and shared score), whether they name the
+programs and agencies the question names, and variety of kinds; 3-7 are picked, with 1-3
+referrals and the tools that fit. Every link comes from the library.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from desk.ports import DraftRequest, Entity, Package
+from desk.store import Store
+from knowledge.labels import kind_label, topic_label
+from knowledge.library import Filters, Library, Snapshot, library_for
+from knowledge.models import ResourceTopic
+from knowledge.render import render_package
+from knowledge.text import Term, doc_features, score, stem, tokenize
+
+__all__ = ["LibraryDrafter", "Selection"]
+
+log = logging.getLogger(__name__)
+
+MIN_RESOURCES, MAX_RESOURCES = 3, 7
+MAX_REFERRALS, MAX_TOOLS = 3, 3
+TOPIC_WEIGHTS = (1.0, 0.6, 0.4)  # the question's first, second and third topic
+ENTITY_LABELS = ("PROGRAM", "AGENCY", "ORG")
+
+
+@dataclass
+class Selection:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    referrals: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EntityMatcher:
+    """A program or agency the question names, matched in library text. Acronyms match case
+    sensitively (HOME the program, not home); spelled-out names ignore case."""
+
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def of(cls, entity: Entity) -> EntityMatcher | None:
+        if entity.label not in ENTITY_LABELS:
+            return None
+        forms = {f.strip() for f in (entity.value, entity.text) if f and f.strip()}
+        patterns = []
+        for form in sorted(forms):
+            flags = 0 if form.isupper() or len(form) <= 5 else re.IGNORECASE
+            patterns.append(re.compile(r"(?<![\w-])" + re.escape(form) + r"(?![\w-])", flags))
+        if not patterns:
+            return None
+        return cls(name=(entity.value or entity.text).strip(), patterns=tuple(patterns))
+
+    def found_in(self, *texts: str) -> bool:
+        return any(p.search(t) for p in self.patterns for t in texts if t)
+
+
+def _topic_score(item_topics: Sequence[str], request_topics: Sequence[str]) -> float:
+    total = 0.0
+    for i, topic in enumerate(request_topics[:3]):
+        if topic in item_topics:
+            total += TOPIC_WEIGHTS[i] * (1.0 if item_topics[0] == topic else 0.7)
+    return total
+
+
+def _item_text(item: dict[str, Any]) -> list[str]:
+    return [str(item.get(k) or "") for k in ("title", "name", "annotation", "description")] + [
+        str(k) for k in item.get("keywords", [])]
+
+
+class LibraryDrafter:
+    """Implements desk.ports.Drafter over the library stored in ``store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.library: Library = library_for(store)
+
+    async def draft(self, request: DraftRequest) -> Package:
+        selection = await self.select(request)
+        return render_package(request, selection)
+
+    # ---- choosing -------------------------------------------------------------------------
+
+    def _terms(self, snap: Snapshot, request: DraftRequest,
+               matchers: Sequence[EntityMatcher]) -> list[Term]:
+        terms = snap.vocabulary.terms(request.question[:20_000])
+        seen = {t.stem for t in terms}
+        for matcher in matchers:
+            for extra in snap.vocabulary.terms(matcher.name):
+                if extra.stem not in seen:
+                    seen.add(extra.stem)
+                    terms.append(extra)
+        # The rarest words say most about a question; very common ones add only noise.
+        common = snap.vocabulary.documents * 0.25
+        useful = [t for t in terms if snap.vocabulary.df.get(t.stem, 0) <= common]
+        useful.sort(key=lambda t: -t.idf)
+        return useful[:14]
+
+    async def select(self, request: DraftRequest) -> Selection:
+        library = self.library
+        matchers = [m for m in (EntityMatcher.of(e) for e in request.entities) if m]
+        topics = [t for t in request.topics if t][:3]
+        async with self.store.session() as session:
+            snap = await library.snapshot(session)
+            terms = self._terms(snap, request, matchers)
+            found, _ = await library.candidates(session, snap, terms, Filters(), limit=200,
+                                                every_first=False)
+            nums = [c.num for c in found]
+            if topics:
+                members = await session.execute(
+                    select(ResourceTopic.resource_num).where(ResourceTopic.topic.in_(topics))
+                    .order_by(ResourceTopic.position, ResourceTopic.resource_num).limit(300))
+                nums.extend(members.scalars().all())
+            nums = list(dict.fromkeys(nums))
+            entries = await library.rows(session, nums)
+        selection = Selection()
+        selection.resources = self._pick_resources(entries, terms, topics, matchers, request)
+        selection.referrals = self._pick_simple(snap.referrals, terms, topics, matchers,
+                                                MAX_REFERRALS, minimum=1)
+        selection.tools = self._pick_simple(snap.tools, terms, topics, matchers, MAX_TOOLS,
+                                            minimum=0)
+        log.info("drafted %s: %d resources, %d referrals, %d tools", request.case_ref,
+                 len(selection.resources), len(selection.referrals), len(selection.tools))
+        return selection
+
+    def _pick_resources(self, entries: list[dict[str, Any]], terms: Sequence[Term],
+                        topics: Sequence[str], matchers: Sequence[EntityMatcher],
+                        request: DraftRequest) -> list[dict[str, Any]]:
+        relevance = {e["id"]: score(doc_features(e["title"], e["keywords"], e["annotation"],
+                                                 e["publisher"]), terms) for e in entries}
+        best_relevance = max(relevance.values(), default=0.0) or 1.0
+        scored: list[tuple[float, dict[str, Any], list[str]]] = []
+        for entry in entries:
+            named = [m.name for m in matchers
+                     if m.found_in(entry["title"], entry["annotation"], *entry["keywords"])]
+            total = (2.0 * _topic_score(entry["topics"], topics)
+                     + 2.5 * relevance[entry["id"]] / best_relevance
+                     + 1.5 * min(len(named), 2))
+            if total > 0:
+                scored.append((total, entry, named))
+        scored.sort(key=lambda s: (-s[0], s[1]["id"]))
+        if not scored:
+            return []
+        best = scored[0][0]
+        picked: list[tuple[dict[str, Any], list[str]]] = []
+        kinds: dict[str, int] = {}
+        covered: set[str] = set()
+        seen_urls: set[str] = set()
+        pool = scored[:80]
+        while pool and len(picked) < MAX_RESOURCES:
+            def adjusted(item: tuple[float, dict[str, Any], list[str]]) -> float:
+                total, entry, _ = item
+                value = total - 0.6 * kinds.get(entry["kind"], 0)
+                if topics and any(t in entry["topics"] for t in topics if t not in covered):
+                    value += 0.5
+                return value
+
+            pool.sort(key=lambda item: (-adjusted(item), item[1]["id"]))
+            total, entry, named = pool.pop(0)
+            value = adjusted((total, entry, named))
+            if len(picked) >= MIN_RESOURCES and value < (0.6 if len(picked) >= 5 else 0.45) * best:
+                break
+            if entry["url"] in seen_urls:
+                continue
+            seen_urls.add(entry["url"])
+            picked.append((entry, named))
+            kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
+            covered.update(entry["topics"])
+        return [self._resource_out(entry, named, terms, topics, request)
+                for entry, named in picked]
+
+    def _resource_out(self, entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
+                      topics: Sequence[str], request: DraftRequest) -> dict[str, Any]:
+        return {
+            "id": entry["id"], "title": entry["title"], "url": entry["url"],
+            "publisher": entry["publisher"], "year": entry["year"], "kind": entry["kind"],
+            "topics": entry["topics"], "annotation": entry["annotation"],
+            "audience": entry["audience"],
+            "why": why_line(entry, named, terms, topics, request.question),
+        }
+
+    def _pick_simple(self, items: Sequence[dict[str, Any]], terms: Sequence[Term],
+                     topics: Sequence[str], matchers: Sequence[EntityMatcher], limit: int,
+                     *, minimum: int) -> list[dict[str, Any]]:
+        stems_of_terms = {t.stem: t.idf for t in terms}
+        best_idf = max(stems_of_terms.values(), default=1.0) or 1.0
+        scored: list[tuple[float, dict[str, Any]]] = []
+        for item in items:
+            words = {stem(w) for text in _item_text(item) for w in tokenize(text)}
+            text_score = sum(idf for s, idf in stems_of_terms.items() if s in words) / best_idf
+            named = sum(1 for m in matchers if m.found_in(*_item_text(item)))
+            topic = _topic_score(item["topics"], topics)
+            total = 2.0 * topic + 0.5 * min(text_score, 4.0) + 1.5 * min(named, 2)
+            if topic > 0 or named:
+                scored.append((total, item))
+        scored.sort(key=lambda s: (-s[0], s[1]["id"]))
+        if not scored:
+            return []
+        best = scored[0][0]
+        chosen = [item for total, item in scored[:limit] if total >= 0.55 * best]
+        return [dict(item) for item in chosen[:max(minimum, len(chosen))]]
+
+
+def _in_question(question: str, word: str) -> str:
+    """The word as the question spells it (CDBG stays CDBG)."""
+    found = re.search(r"\b" + re.escape(word) + r"\w*", question, re.IGNORECASE)
+    return found.group(0) if found else word
+
+
+def _join(parts: Sequence[str]) -> str:
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
+             topics: Sequence[str], question: str) -> str:
+    """One line on why this resource helps with this question."""
+    text_stems = {stem(w) for w in tokenize(" ".join(
+        [entry["title"], entry["annotation"], *entry["keywords"]]))}
+    named_stems = {stem(w) for n in named for w in tokenize(n)}
+    # Words most of the library uses ("properties", "city") explain nothing.
+    shared = [t for t in terms if t.stem in text_stems and t.stem not in named_stems
+              and t.idf >= 2.0]
+    shared.sort(key=lambda t: -t.idf)
+    words = [_in_question(question, t.word if t.word in question.lower() else t.search)
+             for t in shared[:3]]
+    kind = kind_label(entry["kind"]).lower()
+    article = "An" if kind[0] in "aeiou" else "A"
+    clauses = []
+    if named:
+        clauses.append(f"covers {_join(list(named)[:2])}")
+    if words:
+        clauses.append(f"speaks to {_join(words)}, as your question does")
+    if not clauses:
+        matching = [t for t in topics if t in entry["topics"]]
+        area = topic_label(matching[0] if matching else entry["topics"][0]).lower()
+        clauses.append(f"is a core reference on {area}")
+    line = f"{article} {kind} from {entry['publisher']} that {' and '.join(clauses)}."
+    if entry.get("audience"):
+        line += f" Written for {entry['audience']}."
+    return line
+
+
