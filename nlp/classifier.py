@@ -51,8 +51,12 @@ class SpacyClassifier:
 
     def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Topic scores only (entities and urgency skipped), for evaluation."""
-        disable = [n for n in self.nlp.pipe_names if n != "textcat_multilabel"]
+        disable = [n for n in ("city311_entities", "city311_urgency") if n in self.nlp.pipe_names]
         return [dict(doc.cats) for doc in self.pipe(texts, disable=disable)]
+
+    def needs_triage(self, top: float, cues: int) -> bool:
+        limit = self.config.triage_below if cues else self.config.triage_below_without_cues
+        return top < limit
 
     def _to_classification(self, doc: Doc) -> Classification:
         scores = {t: round(float(doc.cats.get(t, 0.0)), 4) for t in TOPICS}
@@ -69,5 +73,5 @@ class SpacyClassifier:
             entities=entities,
             urgency=float(doc._.urgency or 0.0),
             urgency_reasons=list(doc._.urgency_reasons or []),
-            needs_triage=scores[chosen[0]] < self.config.triage_below,
+            needs_triage=self.needs_triage(scores[chosen[0]], int(doc._.topic_cues or 0)),
         )

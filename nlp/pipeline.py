@@ -25,6 +25,7 @@ from thinc.api import Logistic, Model, SparseLinear_v2, chain, with_cpu
 from thinc.layers.resizable import resizable, resize_linear_weighted
 
 import nlp.entities as _entities  # registers the component factory
+import nlp.topic_prior as _prior  # registers the component factory
 import nlp.urgency as _urgency  # registers the component factory
 from desk.ports import TOPICS
 
@@ -49,19 +50,24 @@ class PipelineConfig:
     """Everything that shapes the trained model; part of the build hash."""
 
     ngram_size: int = 1
-    length: int = 2**17
-    epochs: int = 10
+    length: int = 2**15
+    epochs: int = 20
     dropout: float = 0.2
     batch_size: int = 16
-    learn_rate: float = 0.01
+    learn_rate: float = 0.003
     l2: float = 0.0
     # Soft targets keep the best topic above the others: 1st, 2nd, 3rd listed topic.
-    rank_targets: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rank_targets: tuple[float, float, float] = (1.0, 0.6, 0.4)
+    # Blend with the hand-written topic cues (nlp.topic_prior).
+    prior_weight: float = 0.5
+    prior_saturation: float = 0.5
     # Topic selection: the best always; the 2nd/3rd when score >= both limits.
-    second_min: float = 0.35
+    second_min: float = 0.2
     second_rel: float = 0.45
-    # Below this top score a case goes to triage.
-    triage_below: float = 0.3
+    # A case goes to triage below this top score, or below the second limit when the text has
+    # no topic cue at all ("hello, is anyone there?").
+    triage_below: float = 0.25
+    triage_below_without_cues: float = 0.4
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +153,8 @@ def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Langu
         })
         for topic in TOPICS:
             cast(Any, textcat).add_label(topic)
+        nlp.add_pipe(_prior.PRIOR_COMPONENT, config={"weight": config.prior_weight,
+                                                     "saturation": config.prior_saturation})
     nlp.add_pipe(_entities.ENTITY_COMPONENT)
     nlp.add_pipe(_urgency.URGENCY_COMPONENT)
     return nlp

@@ -1,0 +1,86 @@
+"""The topic prior: blends the trained classifier's scores with hand-written topic cues.
+
+The training questions are a few hundred per topic; real questions use words they never did
+("tornado", "splash pad"). Each topic's cue list (:data:`nlp.lexicon.TOPIC_CUES`) is matched on
+stems, acronyms exactly as written; a topic with ``n`` cue hits gets ``n / (n + saturation)`` and
+the final score is ``(1 - weight) * classifier + weight * cues``, still 0..1. It runs after
+``textcat_multilabel`` and rewrites ``doc.cats``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+
+from desk.ports import TOPICS
+from nlp.lexicon import TOPIC_CUES
+
+__all__ = ["PRIOR_COMPONENT", "TopicPrior"]
+
+PRIOR_COMPONENT = "city311_topic_prior"
+
+if not Doc.has_extension("topic_cues"):
+    Doc.set_extension("topic_cues", default=0)  # how many topic cues the text has
+
+
+def _is_acronym(cue: str) -> bool:
+    """Acronyms and numbers ("HOME", "311") match exactly: their stems would be other words."""
+    return cue.upper() == cue
+
+
+class TopicPrior:
+    def __init__(self, nlp: Language, name: str, weight: float, saturation: float) -> None:
+        self.name = name
+        self.weight = weight
+        self.saturation = saturation
+        self.stems = PhraseMatcher(nlp.vocab, attr="NORM")
+        self.exact = PhraseMatcher(nlp.vocab, attr="ORTH")
+        self.topic_of: dict[int, str] = {}
+        for topic, cues in TOPIC_CUES.items():
+            key = nlp.vocab.strings.add(f"cue|{topic}")
+            self.topic_of[key] = topic
+            exact = [nlp.make_doc(c) for c in cues if _is_acronym(c)]
+            stems = [nlp.make_doc(c) for c in cues if not _is_acronym(c)]
+            if exact:
+                self.exact.add(f"cue|{topic}", exact)
+            if stems:
+                self.stems.add(f"cue|{topic}", stems)
+
+    def cue_hits(self, doc: Doc) -> dict[str, int]:
+        hits = dict.fromkeys(TOPICS, 0)
+        for matcher in (self.stems, self.exact):
+            for match_id, _start, _end in matcher(doc):
+                hits[self.topic_of[match_id]] += 1
+        return hits
+
+    def __call__(self, doc: Doc) -> Doc:
+        hits = self.cue_hits(doc)
+        doc._.topic_cues = sum(hits.values())
+        if self.weight <= 0.0:
+            return doc
+        w, sat = self.weight, self.saturation
+        cats = doc.cats
+        doc.cats = {t: (1.0 - w) * float(cats.get(t, 0.0)) + w * hits[t] / (hits[t] + sat)
+                    for t in TOPICS}
+        return doc
+
+    # Rebuilt from the shipped cue lists: nothing to save or load.
+    def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:
+        return None
+
+    def from_disk(self, path: object, *, exclude: Iterable[str] = ()) -> TopicPrior:
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return b""
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> TopicPrior:
+        return self
+
+
+@Language.factory(PRIOR_COMPONENT, default_config={"weight": 0.5, "saturation": 0.5})
+def make_topic_prior(nlp: Language, name: str, weight: float, saturation: float) -> TopicPrior:
+    return TopicPrior(nlp, name, weight, saturation)
