@@ -307,6 +307,9 @@ class FollowUps:
             if email is None:
                 # Nobody to write to (a Slack-only contact): stamped so it is not retried.
                 return 0
+            if followup.updated_at >= self.contact_remind_at(followup.starts_at):
+                # The invitation itself went out within the last business day.
+                return 0
             when = self.calendar.describe(followup.starts_at)
             lines = [f"Hello{_greeting(case)},", "",
                      f"This is a reminder of your follow-up call with {self.organizer_name} "
@@ -321,8 +324,9 @@ class FollowUps:
             await enqueue(
                 session, kind="email_reminder", channel="email", case_id=case.id, now=now,
                 key=f"email_reminder:{followup.id}:{followup.sequence}",
-                payload={"to": [email], "subject": f"Reminder: follow-up call on {when} "
-                         f"[{case.ref}]", "text": "\n".join(lines), "case_ref": case.ref},
+                payload={"to": [email], "subject": "Reminder: follow-up call "
+                         f"{self.calendar.describe_short(followup.starts_at)} [{case.ref}]",
+                         "text": "\n".join(lines), "case_ref": case.ref},
             )
         return 1
 
@@ -386,6 +390,7 @@ class FollowUps:
                          detail={"followup": followup.id, "reason": "no email address"})
             return
         when = self.calendar.describe(followup.starts_at)
+        short = self.calendar.describe_short(followup.starts_at)
         ics = build_ics(
             followup, case_ref=case.ref, method=method, now=now,
             organizer=(self.organizer_email, self.organizer_name),
@@ -394,7 +399,7 @@ class FollowUps:
             description=_description(followup, case.ref),
         )
         if method == "CANCEL":
-            subject = f"Cancelled: follow-up call on {when} [{case.ref}]"
+            subject = f"Cancelled: follow-up call {short} [{case.ref}]"
             text = (f"Hello{_greeting(case)},\n\nThe follow-up call about your question "
                     f"{case.ref}, planned for {when}, is cancelled."
                     + (f"\nReason: {reason}" if reason else "")
@@ -402,7 +407,7 @@ class FollowUps:
                     f"{self.organizer_name}")
         else:
             verb = "is now" if followup.sequence else "is"
-            subject = f"Follow-up call on {when} [{case.ref}]"
+            subject = f"Follow-up call {short} [{case.ref}]"
             lines = [f"Hello{_greeting(case)},", "",
                      f"Your follow-up call with {self.organizer_name} about your question "
                      f"{case.ref} {verb} scheduled for {when} "
@@ -495,9 +500,6 @@ def parse_when(text: str, calendar: BusinessCalendar, now: datetime) -> datetime
     cleaned = " ".join(text.split())
     if not cleaned:
         raise InputError("say when, e.g. 'next Tuesday 2pm'")
-    if not re.search(r"\d|noon|midnight", cleaned, re.I):
-        # dateparser happily answers "now" for "Tuesday"; a call needs a time of day.
-        raise InputError(f"give a time of day too, e.g. '{cleaned} 2pm'")
     base = calendar.local(now).replace(tzinfo=None)
     parsed = dateparser.parse(cleaned, languages=["en"], settings={
         "TIMEZONE": str(calendar.zone), "RETURN_AS_TIMEZONE_AWARE": True,
@@ -506,6 +508,9 @@ def parse_when(text: str, calendar: BusinessCalendar, now: datetime) -> datetime
     if parsed is None:
         raise InputError(f"could not read {cleaned!r} as a date and time "
                          "(try 'next Tuesday 2pm' or 'Dec 3 10:30am')")
+    if not re.search(r"\d|noon|midnight", cleaned, re.I):
+        # dateparser answers "Tuesday" with the current time of day; a call needs its own.
+        raise InputError(f"give a time of day too, e.g. '{cleaned} 2pm'")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=calendar.zone)
     instant: datetime = parsed.astimezone(UTC)

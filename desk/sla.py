@@ -158,6 +158,12 @@ class BusinessCalendar:
         hour = local.strftime("%I:%M %p").lstrip("0")
         return f"{local:%A, %B} {local.day}, {local.year} at {hour} {local.tzname()}"
 
+    def describe_short(self, instant: datetime) -> str:
+        """"Tue Dec 1, 2:00 PM EST": short enough for a subject line."""
+        local = self.local(instant)
+        hour = local.strftime("%I:%M %p").lstrip("0")
+        return f"{local:%a %b} {local.day}, {hour} {local.tzname()}"
+
     def opening(self, day: date) -> datetime:
         """When the office opens on ``day`` (UTC), whether or not it is a business day."""
         return self._at(day, self.open_at)
