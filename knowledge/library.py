@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import re
+import secrets
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,18 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
 from sqlalchemy import ColumnElement, Select, column, delete, func, literal_column, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.errors import InputError
-from desk.models import Counter as CounterRow
 from desk.ports import TOPICS
 from desk.store import Store
+from desk.store import insert_ignore as _insert_ignore
 from knowledge.labels import RESOURCE_KINDS
 from knowledge.models import LibraryMeta, Referral, Resource, ResourceTopic, Tool
-from knowledge.records import FIELDS, LibraryData, check, normalize_entry, sort_key
+from knowledge.records import FIELDS, LibraryData, check, load_yaml, normalize_entry, sort_key
 from knowledge.text import DocFeatures, Term, Vocabulary, doc_features, score
 
 __all__ = [
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 500
 CANDIDATES = 400  # rows the engine hands to the shared ranking
-VERSION_COUNTER = "library"
+VERSION_KEY = "version"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -138,7 +138,7 @@ class SearchResult:
 class Snapshot:
     """What is kept in memory for one version of the library."""
 
-    version: int
+    version: str
     vocabulary: Vocabulary
     referrals: list[dict[str, Any]]
     tools: list[dict[str, Any]]
@@ -185,15 +185,20 @@ class Library:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
+        # Snapshots are shared by every Library on the same database (same URL); the random
+        # version tells a reloaded database from the one the snapshot was built from.
+        self._key = store.engine.url.render_as_string(hide_password=True)
 
     # ---- the in-memory snapshot ---------------------------------------------------------------
 
-    async def _version(self, session: AsyncSession) -> int:
-        found = await session.execute(
-            select(CounterRow.value).where(CounterRow.name == VERSION_COUNTER))
-        return int(found.scalar_one_or_none() or 0)
+    async def _version(self, session: AsyncSession) -> str:
+        row = await session.get(LibraryMeta, VERSION_KEY, populate_existing=True)
+        return row.value if row is not None else ""
+
+    @property
+    def _snapshot(self) -> Snapshot | None:
+        return _SNAPSHOTS.get(self._key)
 
     async def snapshot(self, session: AsyncSession | None = None) -> Snapshot:
         if session is None:
@@ -207,10 +212,13 @@ class Library:
             current = self._snapshot
             if current is not None and current.version == version:
                 return current
-            self._snapshot = await self._build(session, version)
-            return self._snapshot
+            built = await self._build(session, version)
+            _SNAPSHOTS[self._key] = built
+            while len(_SNAPSHOTS) > 4:
+                _SNAPSHOTS.pop(next(iter(_SNAPSHOTS)))
+            return built
 
-    async def _build(self, session: AsyncSession, version: int) -> Snapshot:
+    async def _build(self, session: AsyncSession, version: str) -> Snapshot:
         rows = await session.execute(select(
             Resource.num, Resource.title, Resource.keywords, Resource.annotation,
             Resource.publisher, Resource.kind))
@@ -232,7 +240,7 @@ class Library:
             select(ResourceTopic.topic, func.count()).group_by(ResourceTopic.topic))
         referrals = (await session.execute(select(Referral).order_by(Referral.id))).scalars()
         tools = (await session.execute(select(Tool).order_by(Tool.id))).scalars()
-        log.info("library snapshot %d: %d resources, %d words", version, len(nums),
+        log.info("library snapshot %s: %d resources, %d words", version, len(nums),
                  len(vocabulary))
         return Snapshot(
             version=version, vocabulary=vocabulary,
@@ -243,7 +251,14 @@ class Library:
         )
 
     async def _changed(self, session: AsyncSession) -> None:
-        await self.store.next_number(session, VERSION_COUNTER)
+        """A new random version: every process rebuilds its snapshot on its next search."""
+        row = await session.get(LibraryMeta, VERSION_KEY)
+        if row is None:
+            await _insert_ignore(session, LibraryMeta, {"key": VERSION_KEY, "value": ""})
+            row = await session.get(LibraryMeta, VERSION_KEY)
+            assert row is not None
+        row.value = secrets.token_hex(8)
+        await session.flush()
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -528,6 +543,7 @@ def _chunks(items: Sequence[dict[str, Any]], size: int) -> Iterable[Sequence[dic
         yield items[start:start + size]
 
 
+_SNAPSHOTS: dict[str, Snapshot] = {}
 _LIBRARIES: weakref.WeakKeyDictionary[Store, Library] = weakref.WeakKeyDictionary()
 
 
@@ -563,7 +579,7 @@ def shipped_data() -> LibraryData:
     raw = _seed_bytes()
     data = LibraryData()
     for name, section in zip(_SEED_FILES, ("resources", "referrals", "tools"), strict=True):
-        items = yaml.safe_load(raw[name]) or []
+        items = load_yaml(raw[name]) or []
         for item in items:
             entry, problems = normalize_entry(section, item)
             if problems:

@@ -30,6 +30,7 @@ __all__ = [
     "check",
     "dump",
     "find_problems",
+    "load_yaml",
     "normalize_entry",
     "read_file",
     "slugify",
@@ -254,6 +255,15 @@ def check(data: LibraryData) -> LibraryData:
                           for s in SECTIONS})
 
 
+# libyaml's safe loader when it is there: ten times faster than the pure-Python one.
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """yaml.safe_load, with libyaml when available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
 # ---- files ------------------------------------------------------------------------------------
 
 def _section_of(item: Mapping[str, Any]) -> str:
@@ -309,7 +319,7 @@ def read_file(path: Path) -> LibraryData:
         return _from_structure(loaded, name)
     if suffix in (".yaml", ".yml"):
         try:
-            loaded = yaml.safe_load(raw)
+            loaded = load_yaml(raw)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
