@@ -40,6 +40,7 @@ IDLE_SECONDS = 25 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
 MAX_BACKOFF = 60.0
 LOCK_RETRY_SECONDS = 15.0
 LOCK_PING_SECONDS = 15.0
+STATE_EVERY = 25  # save the last UID after this many messages of a burst, and at its end
 
 OnMessage = Callable[[InboundMessage], Awaitable[object]]
 
@@ -73,6 +74,7 @@ class ImapIntake:
         self._halt: asyncio.Event | None = None
         self._done = asyncio.Event()
         self._last_uid = 0
+        self._saved_uid = -1
         self._uidvalidity = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -208,7 +210,7 @@ class ImapIntake:
         state = await self._load_state()
         self._uidvalidity = selected.uidvalidity
         if state is not None and state.uidvalidity == selected.uidvalidity:
-            self._last_uid = state.last_uid
+            self._last_uid = self._saved_uid = state.last_uid
             return
         # First run, or the server renumbered the mailbox: the stored last UID means nothing.
         # Take every message not handled yet (unflagged, or still in the inbox when handled
@@ -231,12 +233,19 @@ class ImapIntake:
         # "UID n:*" always matches the newest message, even below n: filter.
         uids = [uid for uid in await conn.uid_search("UID", f"{self._last_uid + 1}:*")
                 if uid > self._last_uid]
-        for uid in uids:
-            if halt.is_set():
-                return
-            await self._handle(conn, uid)
-            self._last_uid = uid
-            await self._save_state()
+        try:
+            for uid in uids:
+                if halt.is_set():
+                    return
+                await self._handle(conn, uid)
+                self._last_uid = uid
+                # Saving after every message would double the database work of a burst; a
+                # crash makes the next run refetch at most a few, which the desk drops.
+                if uid - self._saved_uid >= STATE_EVERY:
+                    await self._save_state()
+        finally:
+            if self._last_uid != self._saved_uid:
+                await self._save_state()
 
     async def _handle(self, conn: ImapConnection, uid: int) -> None:
         raw = await conn.fetch_raw(uid)
@@ -263,6 +272,7 @@ class ImapIntake:
 
     async def _save_state(self) -> None:
         now = datetime.now(UTC)
+        self._saved_uid = self._last_uid
         async with self.store.session() as session:
             inserted = await insert_ignore(session, MailboxState, {
                 "mailbox": self.state_key, "uidvalidity": self._uidvalidity,

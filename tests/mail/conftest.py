@@ -37,7 +37,7 @@ def smtp_server() -> Iterator[SmtpServer]:
     server.stop()
 
 
-def mail_settings(dovecot: DovecotServer | None, smtp: SmtpServer | None,
+def mail_settings(dovecot: DovecotServer | None, smtp: SmtpServer | None = None,
                   **overrides: Any) -> MailSettings:
     values: dict[str, Any] = {"address": "desk@311.test", "from_name": "311 for Cities",
                               # Huge: a test that sees new mail did so through IDLE.
