@@ -40,21 +40,22 @@ class Commands:
         channel = str(command.get("channel_id", ""))
         response_url = command.get("response_url")
         if verb in ("", "help"):
-            await ack(text=S.HELP)
+            await ack(response_type="ephemeral", text=S.HELP)
         elif verb == "ask":
             if not rest:
-                await ack(text=S.ASK_USAGE)
+                await ack(response_type="ephemeral", text=S.ASK_USAGE)
                 return
-            await ack(text=S.ASK_RECEIVED)
+            await ack(response_type="ephemeral", text=S.ASK_RECEIVED)
             self.bot.spawn(self.bot.intake.ask(user=user, channel=channel, question=rest,
                                                raw=request.raw_body,
                                                response_url=response_url), "ask")
         elif verb == "status":
-            await ack(text=await self.status(rest))
+            await ack(response_type="ephemeral", text=await self.status(rest))
         elif verb in ("followup", "follow-up", "followups", "stats"):
             await self.bot.followups.command(ack, verb, rest, command)
         else:
-            await ack(text=S.UNKNOWN_COMMAND.format(command=escape(verb)))
+            await ack(response_type="ephemeral",
+                      text=S.UNKNOWN_COMMAND.format(command=escape(verb)))
 
     async def status(self, text: str) -> str:
         match = CASE_REF.search(text)

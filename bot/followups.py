@@ -24,4 +24,5 @@ class FollowUpSurface:
 
     async def command(self, ack: AsyncAck, verb: str, rest: str,
                       command: dict[str, Any]) -> None:
-        await ack(text=S.STATS_UNAVAILABLE if verb == "stats" else S.FOLLOWUP_UNAVAILABLE)
+        text = S.STATS_UNAVAILABLE if verb == "stats" else S.FOLLOWUP_UNAVAILABLE
+        await ack(response_type="ephemeral", text=text)

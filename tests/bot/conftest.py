@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -208,14 +209,26 @@ def action_ids(message: dict[str, Any]) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session; each test gets a copy (migrating is slow)."""
+    path = tmp_path_factory.mktemp("template") / "city311.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             migrated_sqlite: Path) -> str:
     """SQLite unless a test asks for ``postgresql`` (indirect parametrization)."""
     backend = getattr(request, "param", "sqlite")
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'city311.db'}"
-        upgrade(url)
-        return url
+        target = tmp_path_factory.mktemp("db") / "city311.db"
+        for suffix in ("", "-wal", "-shm"):
+            source = migrated_sqlite.with_name(migrated_sqlite.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, target.with_name(target.name + suffix))
+        return f"sqlite+aiosqlite:///{target}"
     url = str(request.getfixturevalue("pg_url"))
     asyncio.run(_truncate(url))
     return url
