@@ -258,10 +258,9 @@ class ImapIntake:
         inbound = to_inbound(parsed, raw, self.clock.now().astimezone(UTC))
         await self.on_message(inbound)
         # Only now, with the message safely stored, does the mailbox learn it was handled.
+        await conn.mark_seen(uid)
         if self.settings.imap_done_folder:
             await conn.move(uid, self.settings.imap_done_folder)
-        else:
-            await conn.mark_seen(uid)
         self.handled += 1
 
     # ---- stored state -------------------------------------------------------------------

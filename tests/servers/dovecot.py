@@ -191,7 +191,8 @@ class DovecotServer:
             self.cert = root / "cert.pem"
             key = root / "key.pem"
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
                  "-out", str(self.cert), "-days", "2", "-subj", "/CN=localhost",
                  "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
                 check=True, capture_output=True, timeout=60,
@@ -224,7 +225,13 @@ class DovecotServer:
             time.sleep(0.05)
         raise RuntimeError(f"dovecot did not come up: {self.log()[-2000:]}")
 
-    def stop(self) -> None:
+    def restart(self) -> None:
+        """Stop the server and start it again on the same ports with the same mail (clients
+        see their connections drop)."""
+        self._terminate()
+        self._launch()
+
+    def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -237,6 +244,9 @@ class DovecotServer:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None
+
+    def stop(self) -> None:
+        self._terminate()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
