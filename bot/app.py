@@ -35,6 +35,7 @@ from bot.followups import FollowUpSurface
 from bot.intake import Intake
 from bot.middleware import dedupe_events, skip_retries
 from bot.review import Review
+from desk.followups import FollowUps
 from desk.pipeline import Desk
 from desk.settings import SlackSettings
 
@@ -49,7 +50,8 @@ class SlackBot:
     """Everything Slack: intake, review cards, commands, and delivery into threads."""
 
     def __init__(self, settings: SlackSettings, desk: Desk, *,
-                 wake: asyncio.Event | None = None, public_url: str = "") -> None:
+                 wake: asyncio.Event | None = None, public_url: str = "",
+                 followups: FollowUps | None = None) -> None:
         self.settings = settings
         self.desk = desk
         self.wake_event = wake
@@ -76,7 +78,7 @@ class SlackBot:
         self.reviewers = Reviewers(self.client, settings.reviewers, settings.reviewer_group)
         if not self.reviewers.configured:
             log.warning("no SLACK_REVIEWERS or SLACK_REVIEWER_GROUP: nobody can approve in Slack")
-        self.followups = FollowUpSurface(self)
+        self.followups = FollowUpSurface(self, followups)
         self.channel = SlackChannel(
             self.client, desk, review_channel=settings.review_channel,
             escalation_channel=settings.escalation_channel,
@@ -160,14 +162,15 @@ class SlackBot:
             self.wake_event.set()
 
     async def tell(self, user: str, text: str, *, channel: str | None = None,
-                   thread_ts: str | None = None, response_url: str | None = None) -> None:
+                   thread_ts: str | None = None, response_url: str | None = None,
+                   replace: bool = False) -> None:
         """An ephemeral message to one person: via the response URL when there is one
         (works in any conversation), else ``chat.postEphemeral``."""
         try:
             if response_url:
                 webhook = AsyncWebhookClient(response_url)
                 await webhook.send(text=text, response_type="ephemeral",
-                                   replace_original=False)
+                                   replace_original=replace)
             elif channel:
                 kwargs: dict[str, Any] = {"thread_ts": thread_ts} if thread_ts else {}
                 await self.client.chat_postEphemeral(channel=channel, user=user, text=text,

@@ -21,6 +21,7 @@ from desk.sla import BusinessCalendar
 
 __all__ = [
     "A",
+    "REVIEWABLE",
     "V",
     "CardData",
     "edit_modal",
@@ -68,7 +69,6 @@ class V:
 
 
 REVIEWABLE = ("drafted", "needs_triage")
-ANSWERED = ("sent", "follow_up_scheduled", "closed")
 
 
 @dataclass
@@ -268,10 +268,12 @@ def _card_actions(data: CardData) -> list[Block]:
         ]
     elif case.status == "received":
         elements.append(_button("Reject", A.REJECT, ref, "danger"))
-    if data.followups_enabled and case.status in ANSWERED and case.status != "closed":
-        elements.append(_button("Schedule follow-up", A.SCHEDULE, ref))
-        for followup in data.followups:
-            if followup.status == "scheduled" and followup.starts_at <= data.now:
+    if data.followups_enabled and case.status in ("sent", "follow_up_scheduled"):
+        scheduled = [f for f in data.followups if f.status == "scheduled"]
+        if not scheduled:
+            elements.append(_button("Schedule follow-up", A.SCHEDULE, ref))
+        for followup in scheduled:
+            if followup.starts_at <= data.now:  # the call has begun: time to say how it went
                 elements.append(_button("Log outcome", A.OUTCOME, str(followup.id)))
                 break
     if case.status not in ("rejected", "closed"):
