@@ -8,6 +8,7 @@ import email.utils
 import re
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from desk.models import Case, Contact, Draft, MailboxState, Message, Outbox
@@ -25,6 +26,8 @@ from tests.mail.conftest import (
 )
 from tests.servers import DovecotServer, SmtpServer
 from tests.support import FakeClock, shared_fixtures
+
+pytestmark = pytest.mark.dovecot
 
 
 def _crlf(raw: bytes) -> bytes:

@@ -15,6 +15,8 @@ from mail.intake import ImapIntake
 from tests.mail.conftest import count, mail_settings, make_service, question, wait_until
 from tests.servers import DovecotServer
 
+pytestmark = pytest.mark.dovecot
+
 
 @pytest.fixture
 def dovecot_no_idle() -> Iterator[DovecotServer]:
@@ -129,6 +131,7 @@ async def test_reconnects_after_the_server_restarts(
         await asyncio.wait_for(task, 15)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_one_reader_per_mailbox_on_postgresql(
     store, dovecot: DovecotServer,  # type: ignore[no-untyped-def]

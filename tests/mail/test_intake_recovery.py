@@ -33,6 +33,8 @@ from tests.support import REPO
 
 BATCH = 200
 
+pytestmark = pytest.mark.dovecot
+
 
 async def _distinct_threads(store: Store) -> int:
     async with store.session() as session:
@@ -69,6 +71,7 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.stderr.close()
 
 
+@pytest.mark.slow
 async def test_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
     sqlite_file: str, tmp_path: Path, dovecot: DovecotServer,
     workers: list[subprocess.Popen[bytes]],
