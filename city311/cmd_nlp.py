@@ -23,12 +23,13 @@ import typer
 from desk.errors import InputError
 
 if TYPE_CHECKING:
+    from desk.store import Store
     from nlp.classifier import SpacyClassifier
     from nlp.data import LabelledText
     from nlp.train import Metrics
 
-__all__ = ["Correction", "classify_stream", "database_corrections", "read_corrections",
-           "register"]
+__all__ = ["Correction", "classify_stream", "corrections_from_store", "database_corrections",
+           "read_corrections", "register"]
 
 _CHUNK = 2000
 
@@ -119,8 +120,15 @@ def read_corrections(path: Path) -> list[Correction]:
     return out
 
 
+async def corrections_from_store(store: Store) -> list[Correction]:
+    """The topic changes reviewers made in Slack, as training examples."""
+    rows = await store.list_corrections()
+    return [Correction(str(r.text), [str(t) for t in r.topics]) for r in rows
+            if r.text and r.topics]
+
+
 async def database_corrections() -> list[Correction]:
-    """The topic changes reviewers made in Slack, from the service's database."""
+    """:func:`corrections_from_store` on the database the settings name."""
     from city311.wiring import build_store
     from desk.migrate import upgrade_async
     from desk.settings import load_settings
@@ -129,11 +137,9 @@ async def database_corrections() -> list[Correction]:
     await upgrade_async(settings.database_url)
     store = build_store(settings)
     try:
-        rows = await store.list_corrections()
+        return await corrections_from_store(store)
     finally:
         await store.close()
-    return [Correction(str(r.text), [str(t) for t in r.topics]) for r in rows
-            if r.text and r.topics]
 
 
 def _metrics_table(m: Metrics) -> str:

@@ -25,7 +25,7 @@ from spacy import about
 
 from nlp.classifier import SpacyClassifier
 from nlp.data import LabelledText, Question, load_questions, split
-from nlp.pipeline import PipelineConfig, load_pipeline
+from nlp.pipeline import LANG, PipelineConfig, load_pipeline
 from nlp.train import DEFAULT_SEED, evaluate, train_pipeline
 
 __all__ = [
@@ -45,13 +45,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 META_FILE = "city311-model.json"
 # Bump when the code that turns data into a model changes in a way the config does not show.
-FORMAT = 1
+FORMAT = 2
 
 
 def data_hash(questions: Sequence[Question], seed: int, config: PipelineConfig) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT, "seed": seed, "config": config.as_dict(),
-                         "spacy": about.__version__}, sort_keys=True).encode())
+                         "spacy": about.__version__, "lang": LANG}, sort_keys=True).encode())
     for q in sorted(questions, key=lambda q: q.id):
         h.update(json.dumps([q.id, q.text, list(q.topics)]).encode())
         h.update(b"\n")

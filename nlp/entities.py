@@ -266,7 +266,8 @@ class EntityFinder:
         values: dict[tuple[int, int], str | None] = {}
         spans = filter_spans([span for span, _ in found])
         kept = {(s.start_char, s.end_char, s.label_) for s in spans}
-        codes = {v for s, v in found if s.label_ == "STATE" and v}
+        codes = {v for s, v in found if s.label_ == "STATE" and v
+                 and (s.start_char, s.end_char, "STATE") in kept}
         for span, value in found:
             key = (span.start_char, span.end_char)
             if (key[0], key[1], span.label_) not in kept or key in values:

@@ -4,7 +4,8 @@ topic ids + the entity and urgency components.
 The classifier reads the token NORM, which here is a light stem (``zoning``/``zoned``/``zone`` ->
 ``zon``, numbers -> ``#``). spaCy computes a lexeme's NORM once per word type, so the stemmer
 costs nothing per token once the vocabulary is warm. Norms are not saved with the model: every
-pipeline this module makes or loads has the stemmer installed.
+pipeline this module makes or loads is a :class:`City311English`, whose vocabulary has the
+stemmer as its NORM getter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, cast
 
 import spacy
 from spacy.attrs import NORM
+from spacy.lang.en import English
 from spacy.language import Language
 from spacy.ml.extract_ngrams import extract_ngrams
 from spacy.ml.models.textcat import NEG_VALUE, resize_and_set_ref
@@ -28,12 +30,13 @@ import nlp.entities as _entities  # registers the component factory
 import nlp.topic_prior as _prior  # registers the component factory
 import nlp.urgency as _urgency  # registers the component factory
 from desk.ports import TOPICS
+from nlp.stems import stem
 
 __all__ = [
     "BOW_ARCHITECTURE",
     "TEXTCAT",
     "PipelineConfig",
-    "install_norms",
+    "City311English",
     "load_pipeline",
     "make_pipeline",
     "stem",
@@ -42,6 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TEXTCAT = "textcat_multilabel"
+LANG = "city311_en"
 BOW_ARCHITECTURE = "city311.TextCatBOW.v1"
 
 
@@ -73,41 +77,19 @@ class PipelineConfig:
         return asdict(self)
 
 
-_SUFFIXES = ("ing", "ed")
-_VOWELS = frozenset("aeiouy")
+class _Defaults(English.Defaults):  # type: ignore[misc,valid-type]
+    lex_attr_getters = {**English.Defaults.lex_attr_getters, NORM: stem}
 
 
-def stem(word: str) -> str:
-    """A light, deterministic stemmer for classifier features (not for display)."""
-    w = word.lower()
-    if any(c.isdigit() for c in w):
-        return w if any(c.isalpha() for c in w) else "#"
-    if len(w) <= 3 or not w.isalpha():
-        return w
-    if w.endswith("ies") and len(w) > 4:
-        w = w[:-3] + "y"
-    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        w = w[:-1]
-    for suffix in _SUFFIXES:
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            base = w[: -len(suffix)]
-            if any(c in _VOWELS for c in base):
-                w = base
-                if len(w) > 3 and w[-1] == w[-2] and w[-1] not in _VOWELS and w[-1] not in "sl":
-                    w = w[:-1]
-                break
-    if len(w) >= 4 and w.endswith("e"):
-        w = w[:-1]
-    return w
+class City311English(English):  # type: ignore[no-untyped-call]
+    """English whose NORM is our stem, from the moment the vocabulary exists (a saved pipeline
+    builds its components, and their pattern lexemes, before any code of ours could run)."""
+
+    lang = LANG
+    Defaults = _Defaults
 
 
-def install_norms(nlp: Language) -> Language:
-    """Make NORM our stem, for new word types and for those already in the vocabulary (loading
-    builds the components, whose patterns add lexemes, before we get here)."""
-    cast(Any, nlp.vocab).lex_attr_getters[NORM] = stem
-    for lexeme in nlp.vocab:
-        lexeme.norm_ = stem(lexeme.orth_)
-    return nlp
+registry.languages.register(LANG, func=City311English)
 
 
 def build_bow_classifier(
@@ -140,7 +122,7 @@ registry.architectures.register(BOW_ARCHITECTURE, func=build_bow_classifier)
 
 def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Language:
     """A fresh, untrained pipeline."""
-    nlp = install_norms(spacy.blank("en"))
+    nlp = spacy.blank(LANG)
     if with_textcat:
         textcat = nlp.add_pipe(TEXTCAT, config={
             "threshold": 0.5,
@@ -163,5 +145,4 @@ def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Langu
 def load_pipeline(path: Path) -> Language:
     """Load a pipeline saved with ``nlp.to_disk``; no network, no downloads."""
     # The tokenizer is spaCy's default English one: rebuilding it beats reading it back.
-    nlp = spacy.load(path, exclude=["tokenizer"])
-    return install_norms(nlp)
+    return spacy.load(path, exclude=["tokenizer"])

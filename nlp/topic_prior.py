@@ -17,6 +17,7 @@ from spacy.tokens import Doc
 
 from desk.ports import TOPICS
 from nlp.lexicon import TOPIC_CUES
+from nlp.stems import stem
 
 __all__ = ["PRIOR_COMPONENT", "TopicPrior"]
 
@@ -31,6 +32,13 @@ def _is_acronym(cue: str) -> bool:
     return cue.upper() == cue
 
 
+def _stemmed(doc: Doc) -> Doc:
+    """Set the stems on the pattern itself, whatever the vocabulary's NORM getter is."""
+    for token in doc:
+        token.norm_ = stem(token.text)
+    return doc
+
+
 class TopicPrior:
     def __init__(self, nlp: Language, name: str, weight: float, saturation: float) -> None:
         self.name = name
@@ -43,7 +51,7 @@ class TopicPrior:
             key = nlp.vocab.strings.add(f"cue|{topic}")
             self.topic_of[key] = topic
             exact = [nlp.make_doc(c) for c in cues if _is_acronym(c)]
-            stems = [nlp.make_doc(c) for c in cues if not _is_acronym(c)]
+            stems = [_stemmed(nlp.make_doc(c)) for c in cues if not _is_acronym(c)]
             if exact:
                 self.exact.add(f"cue|{topic}", exact)
             if stems:

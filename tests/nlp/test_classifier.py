@@ -1,0 +1,100 @@
+"""The trained pipeline: loads offline from its artefact, is deterministic, and classifies."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from desk.ports import TOPICS, Classifier
+from nlp import load_classifier
+from nlp.build import build_model, data_hash, load_model, read_meta
+from nlp.classifier import SpacyClassifier
+from nlp.data import load_questions, read_jsonl
+from nlp.pipeline import PipelineConfig
+from nlp.train import compute_metrics, evaluate
+
+SANITY = Path(__file__).resolve().parent / "data" / "sanity.jsonl"
+
+
+def test_loads_from_the_artefact_without_network(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access during load")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    classifier = load_classifier(model_dir)
+    assert isinstance(classifier, Classifier)
+    result = classifier.classify("Our water main keeps breaking; how do we plan replacement?")
+    assert result.topics[0].topic == "infrastructure"
+
+
+def test_meta_records_what_the_model_was_built_from(model_dir: Path) -> None:
+    meta = read_meta(model_dir)
+    assert meta is not None
+    questions = load_questions()
+    assert meta["hash"] == data_hash(questions, meta["seed"], PipelineConfig())
+    assert meta["n_dev"] >= 0.2 * (meta["n_train"] + meta["n_dev"])
+
+
+def test_same_data_and_seed_give_the_same_model(tmp_path: Path) -> None:
+    questions = load_questions()[::6]  # a slice keeps the two builds quick
+    config = PipelineConfig(epochs=4)
+    first = build_model(tmp_path / "a", questions, config=config)
+    second = build_model(tmp_path / "b", questions, config=config)
+    texts = [q.text for q in questions[:40]] + ["hello, is anyone there?"]
+    assert first.scores(texts) == second.scores(texts)
+    reloaded = load_model(tmp_path / "b")
+    assert reloaded.scores(texts) == first.scores(texts)
+    other = build_model(tmp_path / "c", questions, config=config, seed=7)
+    assert other.scores(texts) != first.scores(texts)
+    assert data_hash(questions, 311, config) != data_hash(questions, 7, config)
+    assert data_hash(questions, 311, config) != data_hash(questions[1:], 311, config)
+
+
+def test_shape_of_a_classification(classifier: SpacyClassifier) -> None:
+    text = ("Hi, I'm the finance director in Springfield, OR. Our council votes Tuesday on a "
+            "$2.5 million bond for stormwater repairs after the flood. Can we use CDBG?")
+    result = classifier.classify(text)
+    assert 1 <= len(result.topics) <= 3
+    assert len({t.topic for t in result.topics}) == len(result.topics)
+    scores = [t.score for t in result.topics]
+    assert scores == sorted(scores, reverse=True)
+    assert set(result.scores) == set(TOPICS)
+    assert all(0.0 <= s <= 1.0 for s in result.scores.values())
+    assert {t.topic for t in result.topics} & {"infrastructure", "budget_finance"}
+    labels = {(e.label, e.value) for e in result.entities}
+    assert {("CITY", "Springfield, OR"), ("MONEY", "2500000"), ("PROGRAM", "CDBG")} <= labels
+    assert result.urgency >= 0.7
+    assert not result.needs_triage
+
+
+@pytest.mark.parametrize("text", ["hello, is anyone there?", "test", "Thanks so much!"])
+def test_no_clear_topic_goes_to_triage(classifier: SpacyClassifier, text: str) -> None:
+    result = classifier.classify(text)
+    assert result.needs_triage
+    assert result.topics  # the card still shows suggestions
+
+
+def test_classify_many_matches_classify(classifier: SpacyClassifier) -> None:
+    texts = [q.text for q in read_jsonl(SANITY)]
+    many = classifier.classify_many(texts)
+    assert [m.scores for m in many] == [classifier.classify(t).scores for t in texts]
+
+
+def test_dev_metrics_and_hand_written_questions(classifier: SpacyClassifier) -> None:
+    metrics = evaluate(classifier, load_questions())
+    assert metrics.n >= 200
+    # Well above what guessing (10 topics) or always-the-biggest-topic would get.
+    assert metrics.top1_accuracy > 0.5
+    assert metrics.micro.f1 > 0.55
+    sanity = read_jsonl(SANITY)
+    predicted = [[t.topic for t in r.topics] for r in classifier.classify_many(
+        [q.text for q in sanity])]
+    result = compute_metrics([q.topics for q in sanity], predicted)
+    assert result.top1_in_gold > 0.75
+    json.dumps(metrics.as_dict())
