@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -24,6 +26,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy import delete
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -36,6 +39,7 @@ from bot.intake import Intake
 from bot.middleware import dedupe_events, skip_retries
 from bot.review import Review
 from desk.followups import FollowUps
+from desk.models import SeenEvent
 from desk.pipeline import Desk
 from desk.settings import SlackSettings
 
@@ -44,6 +48,7 @@ __all__ = ["SlackBot"]
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
+PRUNE_EVERY = 3600.0  # seconds between clean-ups of the seen event ids
 
 
 class SlackBot:
@@ -86,6 +91,7 @@ class SlackBot:
         self._tasks: set[asyncio.Task[None]] = set()
         self._handler = AsyncSlackRequestHandler(self.app)
         self._socket: Any = None
+        self._pruned_at: float | None = None
         self.intake = Intake(self)
         self.review = Review(self)
         self.commands = Commands(self)
@@ -126,6 +132,17 @@ class SlackBot:
         finally:
             await self._socket.close_async()
             self._socket = None
+
+    async def tick(self) -> int:
+        """Worker step: forget handled event ids after a day (Slack retries within hours)."""
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return 0
+        self._pruned_at = now
+        cutoff = self.desk.clock.now() - timedelta(days=1)
+        async with self.desk.store.session() as session:
+            result = await session.execute(delete(SeenEvent).where(SeenEvent.at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def aclose(self) -> None:
         with contextlib.suppress(TimeoutError):
