@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import secrets
+import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 500
 CANDIDATES = 400  # rows the engine hands to the shared ranking
 VERSION_KEY = "version"
+VERSION_CHECK_SECONDS = 1.0
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -186,6 +188,8 @@ class Library:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = asyncio.Lock()
+        self._seen_version: str | None = None
+        self._checked_at = 0.0
         # Snapshots are shared by every Library on the same database (same URL); the random
         # version tells a reloaded database from the one the snapshot was built from.
         self._key = store.engine.url.render_as_string(hide_password=True)
@@ -204,8 +208,13 @@ class Library:
         if session is None:
             async with self.store.session() as own:
                 return await self.snapshot(own)
-        version = await self._version(session)
         current = self._snapshot
+        # Another process's change is noticed within a second; this process's at once.
+        if (current is not None and current.version == self._seen_version
+                and time.monotonic() - self._checked_at < VERSION_CHECK_SECONDS):
+            return current
+        version = await self._version(session)
+        self._seen_version, self._checked_at = version, time.monotonic()
         if current is not None and current.version == version:
             return current
         async with self._lock:
@@ -259,6 +268,7 @@ class Library:
             assert row is not None
         row.value = secrets.token_hex(8)
         await session.flush()
+        self._seen_version = None  # check again on the next search
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -358,7 +368,7 @@ class Library:
 
     async def candidates(self, session: AsyncSession, snap: Snapshot, terms: Sequence[Term],
                          filters: Filters, *, limit: int = CANDIDATES, every_first: bool = True,
-                         enough: int = 40) -> tuple[list[Candidate], bool]:
+                         enough: int = 20) -> tuple[list[Candidate], bool]:
         """Rows matching the terms: all of them first, any of them when that finds too few.
         The flag says whether the limit cut the list."""
         words = list(dict.fromkeys(t.search for t in terms))

@@ -18,6 +18,21 @@ from tests.knowledge.web_support import draft_case, serve_library
 CDBG = "Can we use CDBG money to demolish blighted vacant houses?"
 
 
+@pytest.fixture(scope="module")
+def library_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """SQLite only for the page tests: search itself is tested on both backends, and the
+    package pages below run on both through ``seeded_store``."""
+    import asyncio
+
+    from desk.migrate import upgrade
+    from tests.knowledge.conftest import _seed
+
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('web') / 'city311.db'}"
+    upgrade(url)
+    asyncio.run(_seed(url))
+    return url
+
+
 async def test_api_search_filters_and_pages(library_store: Store) -> None:
     async with serve_library(library_store) as base, httpx.AsyncClient(base_url=base) as http:
         typo = (await http.get("/api/resources", params={"q": "bond ratng"})).json()
