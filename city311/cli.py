@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from alembic.util import CommandError
+from sqlalchemy.exc import SQLAlchemyError
 
 from city311.logs import configure_logging
 from city311.wiring import Service, build_service, build_store
 from desk.directory import import_cities, read_cities_file, shipped_cities
 from desk.errors import DeskError, InputError
 from desk.migrate import downgrade, upgrade
+from desk.redact import redact
 from desk.settings import Settings, load_settings
 
 __all__ = ["app", "main"]
@@ -112,7 +115,8 @@ async def _serve(host: str | None, port: int | None, web: bool, worker: bool) ->
         loaded.web.host = host
     if port:
         loaded.web.port = port
-    service = await build_service(loaded, with_classifier=worker)
+    # The web process drafts Slack questions as they arrive, so it classifies too.
+    service = await build_service(loaded)
     stop = asyncio.Event()
     try:
         await _seed(service)
@@ -322,6 +326,11 @@ def main() -> None:
     except DeskError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except (SQLAlchemyError, CommandError) as exc:
+        detail = getattr(exc, "orig", None) or exc
+        first = str(detail).strip().splitlines()[0] if str(detail).strip() else type(exc).__name__
+        typer.echo(f"error: database (DATABASE_URL): {redact(first)}", err=True)
+        sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -333,7 +342,7 @@ def main() -> None:
         if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
             show()
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        if isinstance(exc, OSError | ValueError):
-            typer.echo(f"error: {exc}", err=True)
+        if isinstance(exc, OSError | ValueError | ImportError):
+            typer.echo(f"error: {redact(str(exc)) or type(exc).__name__}", err=True)
             sys.exit(1)
         raise

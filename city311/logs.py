@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
+from desk.redact import redact
+
 __all__ = ["RedactingFilter", "configure_logging", "redact"]
-
-_TOKEN = re.compile(r"\bx(?:ox[abprse]|app)-[A-Za-z0-9-]+")
-_EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, "[secret]")
-    text = _TOKEN.sub("[token]", text)
-    return _EMAIL.sub(r"\1***@\2", text)
-
 
 class RedactingFilter(logging.Filter):
     """Masks tokens, configured secrets and email addresses in every record it passes."""
@@ -47,6 +36,7 @@ def configure_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> Non
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiosqlite", "sqlalchemy.engine", "asyncio", "httpx", "aioimaplib",
+    logging.getLogger("aiosqlite").setLevel(logging.CRITICAL)  # its own tracebacks; we report
+    for noisy in ("sqlalchemy.engine", "asyncio", "httpx", "aioimaplib",
                   "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

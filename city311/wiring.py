@@ -7,9 +7,11 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from desk.envelope import InboundMessage
+from desk.errors import ConfigError
 from desk.followups import FollowUps
 from desk.migrate import upgrade_async
 from desk.outbox import Dispatcher
@@ -66,8 +68,17 @@ class Service:
 
 def build_store(settings: Settings) -> Store:
     if not settings.database.url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Store.from_url(settings.database_url, echo=settings.database.echo)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("CITY311_DATA_DIR", f"cannot create {settings.data_dir}: "
+                              f"{exc.strerror}") from exc
+    url = settings.database_url
+    if url.startswith("sqlite") and ":memory:" not in url:
+        folder = Path(url.split(":///", 1)[-1]).parent
+        if not folder.is_dir():
+            raise ConfigError("DATABASE_URL", f"the folder {folder} does not exist")
+    return Store.from_url(url, echo=settings.database.echo)
 
 
 def build_classifier(settings: Settings) -> Classifier | None:

@@ -179,6 +179,10 @@ class Message(Base):
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
     problems: Mapped[list[Any]] = mapped_column(default=list)
+    # Routing that keeps failing is set aside after a few tries and reported, so one bad
+    # message never blocks the ones behind it.
+    route_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    route_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Attachment(Base):
@@ -215,7 +219,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     at: Mapped[datetime]
-    actor: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(320))
     kind: Mapped[str] = mapped_column(String(40))
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str | None] = mapped_column(String(24))

@@ -19,13 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from desk.errors import PermanentDeliveryError, TransientDeliveryError
 from desk.models import Case, Outbox
 from desk.ports import Channel, Clock, DeliveryReceipt, OutboundItem
+from desk.redact import redact
 from desk.store import Store, insert_ignore
 
 __all__ = ["Dispatcher", "backoff", "enqueue"]
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
+# Longer than any one delivery may take (SMTP timeouts, Slack's Retry-After waits).
+LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(minutes=30)
 # A channel that is not configured yet keeps its rows; look again now and then.
 UNCONFIGURED_RETRY = timedelta(minutes=5)
@@ -105,9 +107,14 @@ class Dispatcher:
         return claimed
 
     async def run_once(self, limit: int = 20) -> DispatchResult:
+        """Deliver up to ``limit`` due rows, claiming each just before it is sent, so a slow
+        channel never lets a lease run out on rows still waiting in this worker."""
         result = DispatchResult()
-        for item in await self.claim(limit):
-            await self._deliver(item, result)
+        for _ in range(limit):
+            claimed = await self.claim(1)
+            if not claimed:
+                break
+            await self._deliver(claimed[0], result)
         return result
 
     async def _deliver(self, item: OutboundItem, result: DispatchResult) -> None:
@@ -117,35 +124,49 @@ class Dispatcher:
         except TransientDeliveryError as exc:
             delay = (timedelta(seconds=exc.retry_after) if exc.retry_after
                      else backoff(item.attempts))
-            log.warning("outbox %s (%s) will retry in %s: %s", item.id, item.kind, delay, exc)
+            log.warning("outbox %s (%s) will retry in %s: %s", item.id, item.kind, delay,
+                        redact(str(exc)))
             await self._release(item, "pending", str(exc), self.clock.now() + delay)
             result.retried += 1
             return
         except PermanentDeliveryError as exc:
-            log.error("outbox %s (%s) failed for good: %s", item.id, item.kind, exc)
-            async with self.store.session() as session:
-                row = await self._mark(session, item, "failed", str(exc))
-                if self.on_failed and row is not None:
-                    await self.on_failed(session, row, str(exc))
+            log.error("outbox %s (%s) failed for good: %s", item.id, item.kind,
+                      redact(str(exc)))
+            await self._finish(item, "failed", str(exc), None, self.on_failed)
             result.failed += 1
             return
         except Exception as exc:  # a bug in a channel must not stop the other rows
-            log.exception("outbox %s (%s) raised; retrying later", item.id, item.kind)
+            log.error("outbox %s (%s) raised %s; retrying later", item.id, item.kind,
+                      type(exc).__name__)
             await self._release(item, "pending", repr(exc),
                                 self.clock.now() + backoff(item.attempts))
             result.retried += 1
             return
-        async with self.store.session() as session:
-            row = await self._mark(session, item, "sent", None, receipt.external_id)
-            if self.on_sent and row is not None:
-                await self.on_sent(session, row, receipt)
+        await self._finish(item, "sent", None, receipt, self.on_sent)
         result.sent += 1
+
+    async def _finish(self, item: OutboundItem, status: str, error: str | None,
+                      receipt: DeliveryReceipt | None, hook: Any) -> None:
+        """Mark the row; run the hook in a savepoint so its failure never undoes the mark
+        (undoing it would send the message again)."""
+        async with self.store.session() as session:
+            row = await self._mark(session, item, status, error,
+                                   receipt.external_id if receipt else None)
+            if hook is None or row is None:
+                return
+            try:
+                async with session.begin_nested():
+                    await hook(session, row, receipt if receipt is not None else error or "")
+            except Exception:
+                log.exception("outbox %s (%s): after-%s step failed", item.id, item.kind,
+                              status)
 
     async def _release(self, item: OutboundItem, status: str, error: str,
                        next_at: datetime) -> None:
         async with self.store.session() as session:
             await session.execute(
-                update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending")
+                update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",
+                                     Outbox.attempts == item.attempts)
                 .values(status=status, last_error=error[:2000], next_attempt_at=next_at,
                         lease_until=None)
                 .execution_options(synchronize_session=False)
@@ -157,8 +178,13 @@ class Dispatcher:
         values: dict[str, Any] = {"status": status, "last_error": error, "lease_until": None}
         if status == "sent":
             values.update(sent_at=now, external_id=external_id)
-        await session.execute(
-            update(Outbox).where(Outbox.id == item.id).values(**values)
+        # Only the worker that holds this attempt's lease may record its outcome.
+        result = await session.execute(
+            update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",
+                                 Outbox.attempts == item.attempts).values(**values)
             .execution_options(synchronize_session=False)
         )
+        if getattr(result, "rowcount", 0) != 1:
+            log.warning("outbox %s: lease lost before recording %s", item.id, status)
+            return None
         return await session.get(Outbox, item.id, populate_existing=True)

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.directory import identify
 from desk.envelope import InboundMessage
-from desk.errors import InputError, NotFoundError, WorkflowError
+from desk.errors import AlreadyDoneError, InputError, NotFoundError, WorkflowError
 from desk.models import Attachment, Case, City, Contact, Correction, Draft, Message, Outbox
 from desk.outbox import enqueue
 from desk.ports import TOPICS, Classification, Classifier, Clock, Drafter, DraftRequest, Entity
+from desk.redact import mask_address, redact
 from desk.sla import BusinessCalendar
 from desk.store import Store, content_hash, insert_ignore
 from desk.workflow import Status, record_event, transition
@@ -35,6 +36,7 @@ __all__ = ["CASE_REF", "Desk", "Received"]
 
 log = logging.getLogger(__name__)
 
+MAX_ROUTE_ATTEMPTS = 5
 CASE_REF = re.compile(r"\bC-(\d{4})-(\d{4,})\b", re.I)
 PROCESS_LEASE = timedelta(minutes=5)
 ANSWERED = (Status.SENT, Status.FOLLOW_UP_SCHEDULED, Status.CLOSED, Status.REJECTED)
@@ -81,7 +83,8 @@ class Desk:
                 return Received(existing.id, existing.case_id, None, False, True)
             message = Message(
                 direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
-                content_hash=digest, sender=inbound.sender_email or inbound.sender_slack_id,
+                content_hash=digest,
+                sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
                 subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
                 raw=inbound.raw, envelope=_envelope_json(inbound),
                 received_at=inbound.received_at, problems=list(inbound.problems),
@@ -94,8 +97,9 @@ class Desk:
                 await session.rollback()
                 async with self.store.session() as again:
                     found = await self._find_message(again, inbound, digest)
-                    assert found is not None
-                    return Received(found.id, found.case_id, None, False, True)
+                if found is None:
+                    raise
+                return Received(found.id, found.case_id, None, False, True)
             for item in inbound.attachments:
                 session.add(Attachment(
                     message_id=message.id, filename=item.filename[:255],
@@ -107,11 +111,12 @@ class Desk:
 
     async def _find_message(self, session: AsyncSession, inbound: InboundMessage,
                             digest: str) -> Message | None:
+        # Either direction: our own sent mail coming back (Cc to the 311 address, a forward,
+        # a list) is an echo of what we hold, not a new question.
         result = await session.execute(select(Message).where(
             Message.channel == inbound.channel,
             or_(Message.external_id == inbound.external_id[:998],
-                Message.content_hash == digest),
-            Message.direction == "in",
+                and_(Message.content_hash == digest, Message.direction == "in")),
         ).limit(1))
         return result.scalar_one_or_none()
 
@@ -165,8 +170,24 @@ class Desk:
                 return threaded
         match = CASE_REF.search(inbound.subject or "")
         if match:
-            return await self.store.find_case(session, match.group(0).upper())
+            case = await self.store.find_case(session, match.group(0).upper())
+            # References are in every acknowledgement; only the case's own contact or city
+            # may join a case by quoting one, or a stranger could reopen and steer it.
+            if case is not None and await self._belongs_to(session, case, inbound):
+                return case
         return None
+
+    async def _belongs_to(self, session: AsyncSession, case: Case,
+                          inbound: InboundMessage) -> bool:
+        sender = (inbound.sender_email or "").lower()
+        if not sender:
+            return False
+        if case.contact is not None and case.contact.email == sender:
+            return True
+        if case.city_id is None or "@" not in sender:
+            return False
+        city = await self.store.city_by_domain(session, sender.rsplit("@", 1)[1])
+        return city is not None and city.id == case.city_id
 
     async def _open_case(self, session: AsyncSession, message: Message,
                          inbound: InboundMessage, now: datetime) -> Case:
@@ -177,7 +198,8 @@ class Desk:
             # Two workers may meet the same new sender at once: insert-or-nothing, then read.
             email = inbound.sender_email.lower() if inbound.sender_email else None
             await insert_ignore(session, Contact, {
-                "city_id": who.city.id if who.city else None, "name": inbound.sender_name,
+                "city_id": who.city.id if who.city else None,
+                "name": _clip(inbound.sender_name, 200),
                 "email": email, "slack_user_id": inbound.sender_slack_id, "created_at": now,
                 "bouncing": False,
             })
@@ -192,7 +214,7 @@ class Desk:
         question = (inbound.reply_text or inbound.text).strip()
         case = Case(
             ref=f"C-{year}-{number:04d}", channel=inbound.channel,
-            thread_key=inbound.thread_key or inbound.external_id,
+            thread_key=(inbound.thread_key or inbound.external_id)[:998],
             # A flood is kept, not drafted: staff see it in one notice instead of many cards.
             status=(Status.NEEDS_TRIAGE if flooding else Status.RECEIVED).value,
             triage_reason=f"flood: more than {self.flood_limit} new cases from this sender "
@@ -208,12 +230,11 @@ class Desk:
         )
         session.add(case)
         await session.flush()
-        record_event(session, case.id, inbound.sender_email or inbound.sender_slack_id or "?",
-                     "received", now, to_status=case.status,
+        record_event(session, case.id, _actor(inbound), "received", now, to_status=case.status,
                      detail={"channel": inbound.channel, "matched_by": who.how})
         if flooding:
             hour = now.strftime("%Y%m%d%H")
-            sender = _redact(inbound.sender_email) or inbound.sender_slack_id or "unknown"
+            sender = mask_address(inbound.sender_email) or inbound.sender_slack_id or "unknown"
             await enqueue(session, kind="notice", channel="slack", now=now, case_id=case.id,
                           key=f"notice:flood:{contact.id if contact else sender}:{hour}",
                           payload={"text": f"Mail flood from {sender}: more than "
@@ -235,12 +256,12 @@ class Desk:
     async def _acknowledge(self, session: AsyncSession, case: Case, inbound: InboundMessage,
                            now: datetime) -> None:
         sender = inbound.sender_email or inbound.sender_slack_id or ""
-        if inbound.channel == "email":
+        if inbound.channel == "email" and case.contact_id is not None:
             # Rate limit per sender: a flood gets at most a few answers an hour.
-            recent = await session.execute(select(func.count(Outbox.id)).where(
-                Outbox.kind == "ack", Outbox.created_at > now - timedelta(hours=1),
-                Outbox.payload["to"].as_string() == sender,
-            ))
+            recent = await session.execute(
+                select(func.count(Outbox.id)).join(Case, Case.id == Outbox.case_id).where(
+                    Outbox.kind == "ack", Outbox.created_at > now - timedelta(hours=1),
+                    Case.contact_id == case.contact_id))
             if int(recent.scalar_one()) >= self.ack_limit:
                 record_event(session, case.id, "system", "ack_suppressed", now,
                              detail={"reason": "rate limit"})
@@ -256,7 +277,7 @@ class Desk:
 
     async def _attach(self, session: AsyncSession, case: Case, message: Message,
                       inbound: InboundMessage, now: datetime) -> None:
-        actor = inbound.sender_email or inbound.sender_slack_id or "?"
+        actor = _actor(inbound)
         if inbound.is_auto_reply:
             record_event(session, case.id, actor, "auto_reply", now,
                          detail={"message": message.id})
@@ -274,7 +295,10 @@ class Desk:
         else:
             record_event(session, case.id, actor, "message_added", now,
                          detail={"message": message.id})
-            if case.review_ts:
+            if case.status == Status.RECEIVED.value:
+                # Not drafted yet: the draft will take the new message into account.
+                case.question = f"{case.question}\n\n---\n{inbound.reply_text.strip()}"
+            else:
                 await enqueue(session, kind="notice", channel="slack", now=now,
                               key=f"notice:message:{message.id}", case_id=case.id,
                               payload={"text": "New message from the city on this case.",
@@ -287,12 +311,12 @@ class Desk:
             if contact is not None:
                 contact.bouncing = True
         record_event(session, case.id if case else None, "mailer-daemon", "bounce", now,
-                     detail={"message": message.id, "recipient": _redact(
+                     detail={"message": message.id, "recipient": mask_address(
                          inbound.bounced_recipient)})
         await enqueue(session, kind="notice", channel="slack", now=now,
                       key=f"notice:bounce:{message.id}", case_id=case.id if case else None,
                       payload={"text": "An email we sent bounced: "
-                               f"{_redact(inbound.bounced_recipient) or 'unknown address'}."})
+                               f"{mask_address(inbound.bounced_recipient) or 'unknown address'}."})
         return case
 
     # ---- processing -------------------------------------------------------------------------
@@ -312,21 +336,46 @@ class Desk:
         async with self.store.session() as session:
             result = await session.execute(
                 select(Message.id).where(Message.direction == "in",
-                                         Message.processed_at.is_(None))
+                                         Message.processed_at.is_(None),
+                                         Message.route_attempts < MAX_ROUTE_ATTEMPTS)
                 .order_by(Message.id).limit(limit)
             )
             return list(result.scalars().all())
 
     async def recover(self) -> int:
-        """Route stored messages and process received cases that a crash left behind."""
+        """Route stored messages and process received cases that a crash left behind.
+        One message or case that fails never holds up the others."""
         done = 0
         for message_id in await self.unrouted_messages():
-            await self.route(message_id)
-            done += 1
-        for case_id in await self.pending_cases():
-            if await self.process(case_id):
+            try:
+                await self.route(message_id)
                 done += 1
+            except Exception as exc:
+                log.exception("routing message %s failed", message_id)
+                await self._route_failed(message_id, exc)
+        for case_id in await self.pending_cases():
+            try:
+                if await self.process(case_id):
+                    done += 1
+            except Exception:
+                # The lease runs out and another round tries again.
+                log.exception("drafting case %s failed", case_id)
         return done
+
+    async def _route_failed(self, message_id: int, exc: Exception) -> None:
+        now = self.clock.now()
+        async with self.store.session() as session:
+            message = await session.get(Message, message_id)
+            if message is None:
+                return
+            message.route_attempts += 1
+            message.route_error = f"{type(exc).__name__}: {redact(str(exc))[:1000]}"
+            if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
+                await enqueue(session, kind="notice", channel="slack", now=now,
+                              key=f"notice:unroutable:{message.id}", payload={
+                                  "text": f"A message could not be filed as a case after "
+                                  f"{message.route_attempts} tries (stored as message "
+                                  f"{message.id}; nothing was lost): {type(exc).__name__}"})
 
     async def process(self, case_id: int) -> bool:
         """Classify and draft a received case; False when another worker holds it."""
@@ -354,7 +403,7 @@ class Desk:
         async with self.store.session() as session:
             case = await session.get(Case, case_id, populate_existing=True)
             assert case is not None
-            if case.status != Status.RECEIVED.value:
+            if case.status != Status.RECEIVED.value or case.lease_until is None:
                 return False
             reasons = []
             if case.city_id is None:
@@ -362,9 +411,9 @@ class Desk:
             if classification.needs_triage:
                 reasons.append("low topic confidence")
             target = Status.NEEDS_TRIAGE if reasons else Status.DRAFTED
-            await self._save_draft(session, case, draft_fields, topics, "system", now)
             await transition(
-                session, case, target, actor="system", at=self.clock.now(), values={
+                session, case, target, actor="system", at=self.clock.now(),
+                sources=(Status.RECEIVED,), values={
                     "topics": [{"topic": t.topic, "score": round(t.score, 4)}
                                for t in classification.topics],
                     "scores": {k: round(v, 4) for k, v in classification.scores.items()},
@@ -375,6 +424,7 @@ class Desk:
                 },
                 detail={"topics": topics},
             )
+            await self._save_draft(session, case, draft_fields, topics, "system", now)
             await self._queue_card(session, case, "review_card", now)
         return True
 
@@ -446,9 +496,17 @@ class Desk:
             await transition(session, case, Status.APPROVED, actor=actor, at=now,
                              sources=(Status.DRAFTED, Status.NEEDS_TRIAGE),
                              detail={"draft": draft.version})
-            await enqueue(session, kind="reply", channel=case.channel,
-                          key=f"reply:{case.id}:{case.cycle}", case_id=case.id, now=now,
-                          payload=await self._reply_payload(session, case, draft))
+            # After a failed delivery the case comes back to the reviewers; approving it again
+            # queues a new row. The compare-and-set above lets only one approval get here.
+            failed = await session.execute(select(func.count(Outbox.id)).where(
+                Outbox.case_id == case.id, Outbox.kind == "reply", Outbox.status == "failed"))
+            queued = await enqueue(
+                session, kind="reply", channel=case.channel, case_id=case.id, now=now,
+                key=f"reply:{case.id}:{case.cycle}:{int(failed.scalar_one())}",
+                payload=await self._reply_payload(session, case, draft))
+            if not queued:
+                raise AlreadyDoneError(f"{case.ref}: the reply is already queued",
+                                       case_ref=case.ref)
             await self._queue_card(session, case, "card_update", now,
                                    note=f"Approved by <@{actor}>")
             return case
@@ -654,11 +712,12 @@ def _classify_text(case: Case) -> str:
     return f"{subject}\n\n{case.question}" if subject else case.question
 
 
-def _redact(address: str | None) -> str | None:
-    if not address or "@" not in address:
-        return address
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}"
+def _clip(value: str | None, limit: int) -> str | None:
+    return value[:limit] if value else value
+
+
+def _actor(inbound: InboundMessage) -> str:
+    return (inbound.sender_email or inbound.sender_slack_id or "?")[:320]
 
 
 def _envelope_json(inbound: InboundMessage) -> dict[str, Any]:

@@ -31,6 +31,9 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "city311"
 
 
+_SCHEMES = {"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"}
+
+
 class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DATABASE_", **_COMMON)  # type: ignore[typeddict-item]
 
@@ -40,7 +43,8 @@ class DatabaseSettings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite", "postgresql", "postgres")):
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if value and scheme not in _SCHEMES:
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
@@ -119,6 +123,37 @@ class SLASettings(BaseSettings):
             return [part.strip() for part in value.strip("[]").split(",") if part.strip()]
         return value
 
+    @field_validator("workdays")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if not value or any(not 0 <= day <= 6 for day in value):
+            raise ValueError("give one or more weekdays from 0 (Monday) to 6 (Sunday)")
+        return sorted(set(value))
+
+    @field_validator("business_days")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("open_at", "close_at")
+    @classmethod
+    def _local_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("give a local time like 09:00, without a zone (see SLA_TIMEZONE)")
+        return value
+
+    @field_validator("holiday_subdiv")
+    @classmethod
+    def _us_state(cls, value: str) -> str:
+        import holidays
+
+        value = value.strip().upper()
+        if value and value not in holidays.country_holidays("US").subdivisions:
+            raise ValueError(f"{value!r} is not a US state or territory code")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -147,7 +182,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CITY311_", **_COMMON)  # type: ignore[typeddict-item]
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     worker_interval: float = 1.0
     # New cases one sender may open in an hour before the rest are held in triage.
     flood_per_sender_per_hour: int = 20
@@ -156,6 +191,11 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     sla: SLASettings = Field(default_factory=SLASettings)
     web: WebSettings = Field(default_factory=WebSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def database_url(self) -> str:
@@ -166,7 +206,10 @@ class Settings(BaseSettings):
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://"):]
         if url.startswith("postgresql://"):
-            return "postgresql+asyncpg://" + url[len("postgresql://"):]
+            url = "postgresql+asyncpg://" + url[len("postgresql://"):]
+        if url.startswith("postgresql+asyncpg://"):
+            # Hosting platforms hand out libpq's sslmode; asyncpg calls it ssl.
+            return url.replace("sslmode=", "ssl=")
         if url.startswith("sqlite://"):
             return "sqlite+aiosqlite://" + url[len("sqlite://"):]
         return url

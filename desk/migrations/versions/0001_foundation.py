@@ -152,7 +152,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('actor', sa.String(length=64), nullable=False),
+    sa.Column('actor', sa.String(length=320), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('from_status', sa.String(length=24), nullable=True),
     sa.Column('to_status', sa.String(length=24), nullable=True),
@@ -205,6 +205,8 @@ def upgrade() -> None:
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('problems', sa.JSON(), nullable=False),
+    sa.Column('route_attempts', sa.Integer(), nullable=False),
+    sa.Column('route_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['cases.id'], name=op.f('fk_messages_case_id_cases')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
     sa.UniqueConstraint('channel', 'external_id', name='uq_messages_channel_external_id')

@@ -1,0 +1,144 @@
+"""Crash windows, echoes, strangers and slow channels: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from sqlalchemy import func, select
+
+from desk.models import Case, Message, Outbox
+from desk.outbox import Dispatcher
+from desk.ports import DeliveryReceipt, OutboundItem
+from desk.store import Store
+from tests.desk.test_pipeline import count, email, seeded
+from tests.fakes import RecordingChannel
+from tests.support import FakeClock
+
+
+async def test_our_own_reply_coming_back_is_an_echo(store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(1))
+    await desk.process(got.case_id or 0)
+    await desk.approve(got.case_ref or "", "U1")
+    mail = RecordingChannel("email")
+    await Dispatcher(store, {"email": mail}, clock, on_sent=desk.on_sent).run_once()
+    reply = next(i for i in mail.delivered if i.kind == "reply")
+    echo = replace(email(2), external_id=f"<out-{reply.id}@311.test>",
+                   raw=b"Message-ID: <echo>\r\n\r\nour reply, Cc'd back to us")
+    again = await desk.receive(echo)
+    assert again.duplicate
+    assert await count(store, Case) == 1
+
+
+async def test_long_sender_and_names_are_stored(store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    long_sender = "community.development.block.grant.program.manager.x@fallriverma.org"
+    message = replace(email(3, sender=long_sender), sender_name="N" * 500,
+                      external_id="<" + "x" * 1500 + "@city>")
+    got = await desk.receive(message)
+    assert got.created
+    assert await desk.process(got.case_id or 0)
+
+
+async def test_one_unroutable_message_does_not_block_the_rest(store: Store,
+                                                             clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    first = await desk.receive(email(4))
+    async with store.session() as session:
+        # Simulate a crash between storing and routing, with an envelope routing can't read.
+        broken = Message(direction="in", channel="email", external_id="<broken@city>",
+                         content_hash="0" * 64, raw=b"", envelope={"oops": True},
+                         received_at=clock.now(), problems=[])
+        session.add(broken)
+    stored = await desk.receive(email(5, body="Second question about crime"))
+    assert stored.created and first.created
+    for _ in range(6):
+        await desk.recover()
+    async with store.session() as session:
+        row = (await session.execute(select(Message).where(
+            Message.external_id == "<broken@city>"))).scalar_one()
+        assert row.route_attempts == 5 and row.processed_at is None
+        assert row.route_error
+    assert await count(store, Outbox, Outbox.idempotency_key.like("notice:unroutable:%")) == 1
+    assert await count(store, Case, Case.status == "drafted") == 2
+
+
+async def test_approving_again_after_a_permanent_failure_sends(store: Store,
+                                                              clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(6))
+    await desk.process(got.case_id or 0)
+    await desk.approve(got.case_ref or "", "U1")
+    await Dispatcher(store, {"email": RecordingChannel("email", permanent=True)}, clock,
+                     on_sent=desk.on_sent, on_failed=desk.on_failed).run_once()
+    await desk.approve(got.case_ref or "", "U1")
+    mail = RecordingChannel("email")
+    await Dispatcher(store, {"email": mail}, clock, on_sent=desk.on_sent).run_once(limit=5)
+    assert [i.kind for i in mail.delivered].count("reply") == 1
+    async with store.session() as session:
+        case = await session.get(Case, got.case_id)
+        assert case is not None and case.status == "sent"
+
+
+async def test_a_stranger_quoting_a_case_reference_opens_their_own_case(
+        store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(7))
+    same_city = await desk.receive(email(8, sender="clerk@fallriverma.org",
+                                         subject=f"Re: {got.case_ref} more detail"))
+    assert same_city.case_id == got.case_id
+    stranger = await desk.receive(email(9, sender="prankster@gmail.com",
+                                        subject=f"Re: {got.case_ref} change the answer"))
+    assert stranger.created and stranger.case_id != got.case_id
+    async with store.session() as session:
+        case = await session.get(Case, got.case_id)
+        assert case is not None and "change the answer" not in case.question
+
+
+async def test_a_second_message_before_drafting_joins_the_question(
+        store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(10))
+    await desk.receive(email(11, subject="Re: Bond rating", refs=["<q10@city>"],
+                             body="Also: our reserves fell to 4% last year."))
+    async with store.session() as session:
+        case = await session.get(Case, got.case_id)
+        assert case is not None and "reserves fell to 4%" in case.question
+
+
+class SlowChannel:
+    """Takes its time, like SMTP timing out or Slack asking us to wait."""
+
+    name = "email"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sent: list[int] = []
+
+    async def deliver(self, item: OutboundItem) -> DeliveryReceipt:
+        self.clock.advance(minutes=4)  # longer, in total, than one lease
+        await asyncio.sleep(0)
+        self.sent.append(item.id)
+        return DeliveryReceipt(external_id=f"<slow-{item.id}@311.test>")
+
+
+async def test_two_dispatchers_with_a_slow_channel_send_each_row_once(
+        db_url: str, clock: FakeClock) -> None:
+    first, second = Store.from_url(db_url), Store.from_url(db_url)
+    try:
+        desk = await seeded(first, clock)
+        for n in range(8):
+            await desk.receive(email(400 + n, sender=f"staff{n}@fallriverma.org"))
+        channel = SlowChannel(clock)
+        a = Dispatcher(first, {"email": channel}, clock)
+        b = Dispatcher(second, {"email": channel}, clock)
+        await asyncio.gather(a.run_once(), b.run_once())
+        assert sorted(channel.sent) == sorted(set(channel.sent))
+        async with first.session() as session:
+            sent = await session.execute(select(func.count(Outbox.id)).where(
+                Outbox.status == "sent"))
+            assert sent.scalar_one() == len(channel.sent) == 8
+    finally:
+        await first.close()
+        await second.close()
