@@ -513,10 +513,14 @@ class Desk:
 
     async def _reply_payload(self, session: AsyncSession, case: Case,
                              draft: Draft) -> dict[str, Any]:
-        first = await session.execute(
+        inbound = await session.execute(
             select(Message).where(Message.case_id == case.id, Message.direction == "in")
-            .order_by(Message.id.desc()).limit(1))
-        last_in = first.scalar_one_or_none()
+            .order_by(Message.id.desc()))
+        # Thread the answer under the city's own latest message, never under an
+        # out-of-office notice or a bounce that joined the case.
+        last_in = next((m for m in inbound.scalars()
+                        if not m.envelope.get("is_auto_reply")
+                        and not m.envelope.get("is_bounce")), None)
         envelope = last_in.envelope if last_in else {}
         refs = [r for r in envelope.get("thread_refs", []) if r]
         to = case.contact.email if case.contact and case.contact.email else envelope.get(
