@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -62,7 +63,14 @@ class SlackBot:
         self.wake_event = wake
         self.public_url = public_url.rstrip("/")
         api_url = settings.api_url or DEFAULT_API_URL
+        # One connection pool for every Web API call (the SDK opens a session per call
+        # otherwise); it needs a running loop, which the service always has.
+        self._session: aiohttp.ClientSession | None = None
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.client = AsyncWebClient(
+            session=self._session,
             token=settings.bot_token or None,
             base_url=api_url if api_url.endswith("/") else api_url + "/",
             retry_handlers=[
@@ -152,6 +160,9 @@ class SlackBot:
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # ---- shared by the listeners --------------------------------------------------------
 

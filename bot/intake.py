@@ -63,6 +63,8 @@ class Intake:
         await ack()
         if from_bot(event) or event.get("subtype") not in (None, *PERSON_SUBTYPES):
             return
+        if event.get("thread_ts") and event.get("channel") == self.bot.settings.review_channel:
+            return  # staff talking about a case under its card, not a city asking
         self.bot.spawn(self.take(event, request.raw_body, "mention", context.bot_user_id),
                        "mention")
 

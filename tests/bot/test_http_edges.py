@@ -191,7 +191,9 @@ async def test_bot_messages_are_ignored(slack: Slack) -> None:
                                  channel_type="im"), "user": "UBOT311", "bot_id": "BBOT311"}
     edited = {**slack.message("edited", channel="DCITY", channel_type="im"),
               "subtype": "message_changed"}
-    for event in (other_bot, ourselves, edited):
+    under_a_card = slack.mention("can someone take this one?", user="UREV1",
+                                 channel=REVIEW_CHANNEL, thread_ts="1700000000.000009")
+    for event in (other_bot, ourselves, edited, under_a_card):
         assert (await slack.event(event)).status_code == 200
     await slack.settle()
     assert await slack.cases() == []
@@ -273,4 +275,3 @@ async def test_members_of_the_reviewer_group_may_approve(slack: Slack) -> None:
     await slack.settle()
     assert (await slack.case()).status == "sent"
     assert len(slack.api.calls_to("usergroups.users.list")) == 1  # cached
-    assert REVIEW_CHANNEL
