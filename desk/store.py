@@ -23,6 +23,8 @@ from desk.models import Case, City, CityDomain, Contact, Correction, Counter
 
 __all__ = ["Store", "content_hash", "insert_ignore"]
 
+READ_ONLY = "city311_read_only"
+
 
 def content_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
@@ -40,8 +42,11 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPool
 
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front: two writers queue instead of failing with
-    # "database is locked" when both upgrade from a read lock.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # "database is locked" when both upgrade from a read lock. Readers (WAL) need no lock.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -50,6 +55,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._readers = async_sessionmaker(engine.execution_options(**{READ_ONLY: True}),
+                                           expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: str, *, echo: bool = False) -> Store:
@@ -68,6 +75,12 @@ class Store:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads: on SQLite it does not queue behind writers."""
+        async with self._readers() as session, session.begin():
             yield session
 
     async def close(self) -> None:

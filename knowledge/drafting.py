@@ -111,7 +111,7 @@ class LibraryDrafter:
         library = self.library
         matchers = [m for m in (EntityMatcher.of(e) for e in request.entities) if m]
         topics = [t for t in request.topics if t][:3]
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             snap = await library.snapshot(session)
             terms = self._terms(snap, request, matchers)
             found, _ = await library.candidates(session, snap, terms, Filters(), limit=200,

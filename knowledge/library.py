@@ -206,7 +206,7 @@ class Library:
 
     async def snapshot(self, session: AsyncSession | None = None) -> Snapshot:
         if session is None:
-            async with self.store.session() as own:
+            async with self.store.reading() as own:
                 return await self.snapshot(own)
         current = self._snapshot
         # Another process's change is noticed within a second; this process's at once.
@@ -273,7 +273,7 @@ class Library:
     # ---- reading ------------------------------------------------------------------------------
 
     async def get(self, ident: str) -> dict[str, Any] | None:
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             row = (await session.execute(
                 select(Resource).where(Resource.id == ident))).scalar_one_or_none()
             return resource_dict(row) if row is not None else None
@@ -299,7 +299,7 @@ class Library:
         }
 
     async def export(self) -> LibraryData:
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             resources = (await session.execute(
                 select(Resource).order_by(Resource.num))).scalars().all()
             referrals = (await session.execute(select(Referral).order_by(Referral.id))).scalars()
@@ -415,7 +415,7 @@ class Library:
         if page < 1 or page > 10_000:
             raise InputError("page must be between 1 and 10000")
         per_page = max(1, min(per_page, 100))
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             snap = await self.snapshot(session)
             if not query:
                 return await self._browse(session, filters, page, per_page)
@@ -605,7 +605,7 @@ async def ensure_seeded(store: Store) -> None:
     global _seed_cache
     raw = _seed_bytes()
     fingerprint = _seed_fingerprint(raw)
-    async with store.session() as session:
+    async with store.reading() as session:
         loaded = await session.get(LibraryMeta, "seed")
         if loaded is not None and loaded.value == fingerprint:
             return

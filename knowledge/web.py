@@ -139,7 +139,7 @@ class LibraryPages:
             title=f"Resource package {case.ref}")
 
     async def _package(self, token: str) -> tuple[Case, dict[str, Any]] | None:
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             case = (await session.execute(
                 select(Case).where(Case.package_token == token))).scalar_one_or_none()
             if case is None:
