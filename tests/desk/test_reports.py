@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
+from desk.migrate import upgrade
 from desk.models import Case, City, FollowUp
 from desk.reports import build_report, headline, percentile
 from desk.settings import SLASettings
@@ -175,10 +176,13 @@ def _populate(url: str) -> None:
 
 
 @pytest.fixture
-def report_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    _populate(db_url)
+def report_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The figures are checked on both databases above; the command itself runs on SQLite.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'city311.db'}"
+    upgrade(url)
+    _populate(url)
     monkeypatch.setenv("CITY311_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("DATABASE_URL", url)
     for name in list(os.environ):
         if name.startswith(("SLACK_", "MAIL_", "SLA_")):
             monkeypatch.delenv(name)
@@ -194,12 +198,15 @@ def invoke(*args: str) -> Any:
 
 
 def test_report_command_json_csv_table_and_chart(report_env: Path) -> None:
+    chart = report_env / "charts" / "weekly.png"
     data = json.loads(invoke("--format", "json", "--since", "2026-11-01",
-                             "--until", "2026-12-31").stdout)
+                             "--until", "2026-12-31", "--chart", str(chart)).stdout)
     # The command runs on the real clock: only figures that do not depend on "now".
     assert data["cases"] == 8 and data["by_channel"] == {"email": 6, "slack": 2}
     assert data["first_response_hours"] == {"answered": 4, "median": 6.0, "p90": 20.6}
     assert (data["sla"]["answered"], data["sla"]["met"]) == (4, 3)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.stat().st_size > 10_000
     rows = list(csv.DictReader(io.StringIO(invoke("--format", "csv").stdout)))
     figures = {(r["section"], r["key"], r["subkey"]): r["value"] for r in rows}
     assert figures[("topic", "budget_finance", "")] == "3"
@@ -209,24 +216,33 @@ def test_report_command_json_csv_table_and_chart(report_env: Path) -> None:
     table = invoke().stdout
     assert "Within the 3-business-day promise" in table and "(3 of " in table
     assert "Fall River, MA" in table and "20.6 h" in table
-    chart = report_env / "chart.png"
-    invoke("--chart", str(chart))
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert chart.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--since", "last tuesday"], "--since: not a date"),
     (["--until", "2026-13-01"], "--until: not a date"),
     (["--since", "2026-12-02", "--until", "2026-12-01"], "must not be after"),
+    (["--chart", "weekly.svg"], "write a .png file"),
 ])
-def test_report_command_bad_dates_are_one_line(tmp_path: Path, args: list[str],
-                                               message: str) -> None:
+def test_report_command_bad_input_is_one_line(args: list[str], message: str,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from city311.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["city311", "report", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+
+
+def test_report_command_bad_date_from_a_shell(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SLA_", "SLACK_", "MAIL_", "DATABASE_"))}
     env["CITY311_DATA_DIR"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "city311", "report", *args],
-                            capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "city311", "report", "--since",
+                             "last tuesday"], capture_output=True, text=True, env=env,
+                            cwd=REPO, timeout=60)
     assert result.returncode != 0
-    assert message in result.stderr
+    assert "--since: not a date" in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
