@@ -138,7 +138,7 @@ class Desk:
                 case = await self._bounce(session, message, inbound, case, now)
             elif case is not None:
                 await self._attach(session, case, message, inbound, now)
-            elif inbound.is_auto_reply:
+            elif _automatic(inbound):
                 log.info("auto-reply %s matched no case; stored, not answered", message.id,
                          extra={"stored_message": message.id})
             else:
@@ -241,7 +241,7 @@ class Desk:
                                    f"{self.flood_limit} new cases this hour. New messages are "
                                    "kept as cases in triage, without acknowledgements or "
                                    "review cards."})
-        elif who.city is not None and not inbound.is_auto_reply:
+        elif who.city is not None and not _automatic(inbound):
             await self._acknowledge(session, case, inbound, now)
         return case
 
@@ -278,9 +278,9 @@ class Desk:
     async def _attach(self, session: AsyncSession, case: Case, message: Message,
                       inbound: InboundMessage, now: datetime) -> None:
         actor = _actor(inbound)
-        if inbound.is_auto_reply:
-            record_event(session, case.id, actor, "auto_reply", now,
-                         detail={"message": message.id})
+        if _automatic(inbound):
+            kind = "calendar_reply" if inbound.meta.get("calendar_reply") else "auto_reply"
+            record_event(session, case.id, actor, kind, now, detail={"message": message.id})
             return
         if Status(case.status) in ANSWERED:
             due = self.calendar.due(inbound.received_at)
@@ -718,6 +718,11 @@ def _classify_text(case: Case) -> str:
 
 def _clip(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else value
+
+
+def _automatic(inbound: InboundMessage) -> bool:
+    """Sent by a program, not a person: never answered, never reopens a case."""
+    return inbound.is_auto_reply or bool(inbound.meta.get("calendar_reply"))
 
 
 def _actor(inbound: InboundMessage) -> str:

@@ -225,8 +225,20 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, received_at: datetime) -> Inboun
             "date": parsed.date.isoformat() if parsed.date else None,
             "auto_reply_reasons": list(parsed.auto_reply_reasons),
             "delivery_actions": list(parsed.delivery_actions),
+            "calendar_reply": _calendar_reply(raw),
         },
     )
+
+
+_CALENDAR_PART = re.compile(rb"content-type:[ \t]*text/calendar[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
+                            re.IGNORECASE)
+_REPLY_METHOD = re.compile(rb"method\s*=\s*\"?(reply|counter)\b", re.IGNORECASE)
+
+
+def _calendar_reply(raw: bytes) -> bool:
+    """An attendee's answer to an invitation (iTIP REPLY/COUNTER: "Accepted: …"); calendar
+    programs send it on their own, so it is recorded, never treated as a new question."""
+    return any(_REPLY_METHOD.search(m.group(0)) for m in _CALENDAR_PART.finditer(raw[:2_000_000]))
 
 
 # --- headers -------------------------------------------------------------------------------

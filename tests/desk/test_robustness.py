@@ -142,3 +142,33 @@ async def test_two_dispatchers_with_a_slow_channel_send_each_row_once(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_calendar_acceptance_is_recorded_and_does_not_reopen(
+        store: Store, clock: FakeClock) -> None:
+    from datetime import UTC, datetime
+
+    from mail.parse import parse_message, to_inbound
+
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(20))
+    await desk.process(got.case_id or 0)
+    await desk.approve(got.case_ref or "", "U1")
+    await Dispatcher(store, {"email": RecordingChannel("email")}, clock,
+                     on_sent=desk.on_sent).run_once()
+    raw = (
+        "From: Dana <dana@fallriverma.org>\r\nTo: 311@network.example\r\n"
+        f"Subject: Accepted: Follow-up call {got.case_ref}\r\n"
+        "Message-ID: <accept-1@fallriverma.org>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nDana has accepted.\r\n"
+        '--b\r\nContent-Type: text/calendar; charset="utf-8";\r\n method=REPLY\r\n\r\n'
+        "BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nEND:VCALENDAR\r\n--b--\r\n").encode()
+    inbound = to_inbound(parse_message(raw), raw, datetime(2026, 11, 25, 15, tzinfo=UTC))
+    assert inbound.meta["calendar_reply"]
+    again = await desk.receive(inbound)
+    assert again.case_id == got.case_id and not again.created
+    async with store.session() as session:
+        case = await session.get(Case, got.case_id)
+        assert case is not None and case.status == "sent" and case.cycle == 1
+    assert await count(store, Outbox, Outbox.kind == "ack") == 1
