@@ -21,6 +21,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from nlp.doctext import text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
 
@@ -78,6 +79,16 @@ _DATE_RE = re.compile(
     r"|\b(?:in|since|by|until|through|before|after|during)\s(?P<year5>(?:19|20)\d\d)\b",
 )
 _FY_DIGITS = re.compile(r"\d+")
+# What sets off a look for a date: month and day names (matched as tokens), years, d/d, FY.
+_MONTH_WORDS = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December", "Jan", "Feb", "Mar", "Apr",
+                "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec")
+_WHEN_WORDS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+               "Tomorrow", "Tonight", "End")
+_NUMBER_DATE_HINT_RE = re.compile(r"(?:19|20)\d\d|\d/\d")
+_FY_HINT_RE = re.compile(r"FY|fiscal year")
+_CITY_OF_HINTS = ("ity of ", "own of ", "illage of ", "orough of ", "ownship of ")
+_PROGRAM_WORDS = ("HOME", "RAISE", "BUILD", "ESG")
 
 # Program names that are also English words: only in a context that says "program".
 _PROGRAM_WORD_RE = re.compile(r"\b(?:HOME-ARP|HOME|RAISE|BUILD|ESG)\b")
@@ -167,7 +178,7 @@ class EntityFinder:
         self.name = name
         self.gaz: Gazetteer = load_gazetteer()
         self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
-        self.keys: dict[int, tuple[str, str]] = {}
+        self.keys: dict[int, tuple[str, str | None]] = {}
         strings = nlp.vocab.strings
         for value, forms in PROGRAMS.items():
             self._add(nlp, strings, "PROGRAM", value, forms)
@@ -179,6 +190,14 @@ class EntityFinder:
             self._add(nlp, strings, "STATE", code, (state, state.lower()))
         for place in self.gaz.standalone_places():
             self._add(nlp, strings, "CITY", place, (place,))
+        # Triggers: a state code or a date word makes the (slow) regular expressions worth
+        # running, and only in a window around it.
+        for code in self.gaz.states:
+            self._add(nlp, strings, "CODE", code, (code,))
+        for month in _MONTH_WORDS:
+            self._add(nlp, strings, "WHEN", month, (month, month + "."))
+        for word in _WHEN_WORDS:
+            self._add(nlp, strings, "WHEN", word, (word, word.lower()))
         states = "|".join(sorted(self.gaz.states, key=len, reverse=True))
         names = "|".join(sorted((re.escape(s) for s in self.gaz.state_codes),
                                 key=len, reverse=True))
@@ -191,7 +210,6 @@ class EntityFinder:
             rf"\b(?:City|Town|Village|Borough|Township|city|town|village)[ \t]of[ \t]"
             rf"(?P<place>(?:{_CAP_WORD}[ \t]){{0,2}}{_CAP_WORD})"
         )
-        self.safe_code_re = re.compile(rf"\b(?P<code>{'|'.join(sorted(_SAFE_CODES))})\b")
 
     def _add(self, nlp: Language, strings: object, label: str, value: str,
              forms: Iterable[str]) -> None:
@@ -210,65 +228,87 @@ class EntityFinder:
         return None
 
     def __call__(self, doc: Doc) -> Doc:
-        text = doc.text
+        text = text_of(doc)
         found: list[tuple[Span, str | None]] = []
-        place_states: list[tuple[Span, str]] = []
 
-        def add(start: int, end: int, label: str, value: str | None) -> Span | None:
+        def add(start: int, end: int, label: str, value: str | None) -> None:
             span = doc.char_span(start, end, label=label, alignment_mode="expand")
             if span is not None:
                 found.append((span, value))
-            return span
 
-        for m in self.place_state_re.finditer(text):
-            state_text = m.group("state")
-            code = self.gaz.state_codes.get(state_text, state_text)
-            words = m.group("place").split(" ")
-            hit = self._place_prefix(words, code)
-            if hit is not None:
-                drop, name = hit
-                start = m.start("place") + sum(len(w) + 1 for w in words[:drop])
-                span = add(start, m.end("place"), "CITY", f"{name}, {code}")
-                if span is not None:
-                    place_states.append((span, code))
-                add(m.start("state"), m.end("state"), "STATE", code)
-            elif state_text in self.gaz.state_codes or (m.group("comma") and code in _SAFE_CODES):
-                add(m.start("state"), m.end("state"), "STATE", code)
-        for m in self.city_of_re.finditer(text):
-            words = m.group("place").split(" ")
-            for keep in range(len(words), 0, -1):
-                name = " ".join(words[:keep])
-                if name in self.gaz.places:
-                    end = m.start("place") + len(name)
-                    add(m.start("place"), end, "CITY", name)
-                    break
-        if any(c.isupper() for c in text):
-            for m in self.safe_code_re.finditer(text):
-                add(m.start(), m.end(), "STATE", m.group())
-        for m in _PROGRAM_WORD_RE.finditer(text):
-            after = text[m.end():m.end() + 30]
-            word = m.group()
-            if word == "ESG" and _ESG_NOT_PROGRAM_RE.match(after):
-                continue
-            if (word == "HOME-ARP" or _PROGRAM_AFTER_RE.match(after)
-                    or _PROGRAM_BEFORE_RE.search(text[max(0, m.start() - 12):m.start()])):
-                add(m.start(), m.end(), "PROGRAM", word)
-        for m in _MONEY_RE.finditer(text):
-            add(m.start(), m.end(), "MONEY", _money_value(m))
-        for m in _DATE_RE.finditer(text):
-            value = _date_value(m)
-            if value is not None:
-                add(m.start(), m.end(), "DATE", value)
-        strings = doc.vocab.strings
+        when: list[int] = []
+        states: list[tuple[int, int]] = []
         for match_id, start, end in self.matcher(doc):
-            label, value = self.keys.get(match_id) or tuple(strings[match_id].split("|", 1))
-            found.append((Span(doc, start, end, label=label), value))
+            label, value = self.keys[match_id]
+            if label == "WHEN":
+                when.append(doc[start].idx)
+                continue
+            if label == "CODE":
+                span = Span(doc, start, end, label="STATE")
+                states.append((span.start_char, span.end_char))
+                if value in _SAFE_CODES:
+                    found.append((span, value))
+                continue
+            span = Span(doc, start, end, label=label)
+            if label == "STATE":
+                states.append((span.start_char, span.end_char))
+            found.append((span, value))
+        for s_start, s_end in states:
+            for m in self.place_state_re.finditer(text, max(0, s_start - 60), s_end):
+                if m.end() != s_end:
+                    continue
+                state_text = m.group("state")
+                code = self.gaz.state_codes.get(state_text, state_text)
+                words = m.group("place").split(" ")
+                hit = self._place_prefix(words, code)
+                if hit is not None:
+                    drop, name = hit
+                    start = m.start("place") + sum(len(w) + 1 for w in words[:drop])
+                    add(start, m.end("place"), "CITY", f"{name}, {code}")
+                    add(m.start("state"), m.end("state"), "STATE", code)
+                elif state_text in self.gaz.state_codes or (m.group("comma")
+                                                            and code in _SAFE_CODES):
+                    add(m.start("state"), m.end("state"), "STATE", code)
+        if any(k in text for k in _CITY_OF_HINTS):
+            for m in self.city_of_re.finditer(text):
+                words = m.group("place").split(" ")
+                for keep in range(len(words), 0, -1):
+                    name = " ".join(words[:keep])
+                    if name in self.gaz.places:
+                        end = m.start("place") + len(name)
+                        add(m.start("place"), end, "CITY", name)
+                        break
+        if any(k in text for k in _PROGRAM_WORDS):
+            for m in _PROGRAM_WORD_RE.finditer(text):
+                after = text[m.end():m.end() + 30]
+                word = m.group()
+                if word == "ESG" and _ESG_NOT_PROGRAM_RE.match(after):
+                    continue
+                if (word == "HOME-ARP" or _PROGRAM_AFTER_RE.match(after)
+                        or _PROGRAM_BEFORE_RE.search(text[max(0, m.start() - 12):m.start()])):
+                    add(m.start(), m.end(), "PROGRAM", word)
+        if "$" in text or "ollar" in text or "USD" in text:
+            for m in _MONEY_RE.finditer(text):
+                add(m.start(), m.end(), "MONEY", _money_value(m))
+        if "FY" in text or "iscal year" in text:
+            when.extend(m.start() for m in _FY_HINT_RE.finditer(text))
+        when.extend(m.start() for m in _NUMBER_DATE_HINT_RE.finditer(text))
+        seen: set[tuple[int, int]] = set()
+        for at in when:
+            for m in _DATE_RE.finditer(text, max(0, at - 9), at + 24):
+                if (m.start(), m.end()) in seen or not m.start() <= at < m.end():
+                    continue
+                seen.add((m.start(), m.end()))
+                date = _date_value(m)
+                if date is not None:
+                    add(m.start(), m.end(), "DATE", date)
         values: dict[tuple[int, int], str | None] = {}
         spans = filter_spans([span for span, _ in found])
         kept = {(s.start_char, s.end_char, s.label_) for s in spans}
         codes = {v for s, v in found if s.label_ == "STATE" and v
                  and (s.start_char, s.end_char, "STATE") in kept}
-        for span, value in found:
+        for span, found_value in found:
+            value = found_value
             key = (span.start_char, span.end_char)
             if (key[0], key[1], span.label_) not in kept or key in values:
                 continue

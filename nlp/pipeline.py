@@ -22,6 +22,7 @@ from spacy.lang.en import English
 from spacy.language import Language
 from spacy.ml.extract_ngrams import extract_ngrams
 from spacy.ml.models.textcat import NEG_VALUE, resize_and_set_ref
+from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import Logistic, Model, SparseLinear_v2, chain, with_cpu
 from thinc.layers.resizable import resizable, resize_linear_weighted
@@ -30,6 +31,7 @@ import nlp.entities as _entities  # registers the component factory
 import nlp.topic_prior as _prior  # registers the component factory
 import nlp.urgency as _urgency  # registers the component factory
 from desk.ports import TOPICS
+from nlp.doctext import TEXT_KEY
 from nlp.stems import stem
 
 __all__ = [
@@ -55,10 +57,10 @@ class PipelineConfig:
 
     ngram_size: int = 1
     length: int = 2**15
-    epochs: int = 20
+    epochs: int = 10
     dropout: float = 0.2
-    batch_size: int = 16
-    learn_rate: float = 0.003
+    batch_size: int = 32
+    learn_rate: float = 0.006
     l2: float = 0.0
     # Soft targets keep the best topic above the others: 1st, 2nd, 3rd listed topic.
     rank_targets: tuple[float, float, float] = (1.0, 0.6, 0.4)
@@ -87,6 +89,11 @@ class City311English(English):  # type: ignore[no-untyped-call]
 
     lang = LANG
     Defaults = _Defaults
+
+    def make_doc(self, text: str) -> Doc:
+        doc: Doc = super().make_doc(text)
+        doc.user_data[TEXT_KEY] = text  # see nlp.doctext
+        return doc
 
 
 registry.languages.register(LANG, func=City311English)

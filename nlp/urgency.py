@@ -14,6 +14,7 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
+from nlp.doctext import text_of
 from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
 
 __all__ = ["URGENCY_COMPONENT", "UrgencyDetector", "combine"]
@@ -67,7 +68,7 @@ class UrgencyDetector:
             kind, cue, weight = self.cues[match_id]
             if weight > best.get(cue, (0.0, ""))[0]:
                 best[cue] = (weight, f"{kind}: {cue}")
-        for m in _DEADLINE_RE.finditer(doc.text):
+        for m in _DEADLINE_RE.finditer(text_of(doc)):
             phrase = " ".join(m.group().split())
             best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
         ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))

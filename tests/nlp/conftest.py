@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import spacy
 
-from nlp.build import ensure_model, load_model
+from nlp.build import build_model, ensure_model, load_model
 from nlp.classifier import SpacyClassifier
+from nlp.data import load_questions
 from nlp.pipeline import PipelineConfig, make_pipeline
 
 
@@ -21,6 +22,14 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def classifier(model_dir: Path) -> SpacyClassifier:
     return load_model(model_dir)
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quickly trained model, for commands that retrain with the model's own settings."""
+    path = tmp_path_factory.mktemp("nlp") / "small-model"
+    build_model(path, load_questions()[::3], config=PipelineConfig(epochs=2))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def test_stems_join_word_forms() -> None:
 
 def test_corrections_change_the_model() -> None:
     questions = load_questions()[::5]
-    config = PipelineConfig(epochs=4)
+    config = PipelineConfig(epochs=3)
     base = train_pipeline(questions, config=config)
     text = "Zorbling the quibbleworth at the municipal fleem"
     fixes = [Fix(text, ["community_services"])] * 8

@@ -1,0 +1,128 @@
+"""Throughput and accuracy of the question classifier, beside its ceiling and a peer.
+
+Prints one JSON object: questions/second for our pipeline (topics + entities + urgency) against
+the spaCy tokenizer alone on the same texts (the ceiling of any spaCy pipeline) and against a
+scikit-learn TF-IDF + logistic regression (one-vs-rest) trained on the same train split; dev
+micro-F1 and top-1 accuracy for both models (and on the held-out realistic questions when the
+repository has them); ratios; and the CPU count. Timings are the best of a few runs, one process.
+
+    python bench/bench_classify.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from desk.ports import TOPICS  # noqa: E402
+from nlp.build import ensure_model, load_model  # noqa: E402
+from nlp.classifier import SpacyClassifier, select_topics  # noqa: E402
+from nlp.data import DATA_DIR, Question, load_questions, read_jsonl, split  # noqa: E402
+from nlp.train import Metrics, compute_metrics  # noqa: E402
+
+GOAL_QPS = 5000
+HELDOUT = DATA_DIR / "heldout_realistic.jsonl"
+
+
+def best_rate(run: Callable[[], object], n: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return n / best
+
+
+def summary(m: Metrics) -> dict[str, float]:
+    return {"top1_accuracy": m.top1_accuracy, "top1_in_gold": m.top1_in_gold,
+            "micro_f1": m.micro.f1, "macro_f1": m.macro.f1, "n": m.n}
+
+
+def ours_metrics(clf: SpacyClassifier, data: Sequence[Question]) -> dict[str, float]:
+    predicted = [select_topics(s, clf.config) for s in clf.scores([q.text for q in data])]
+    return summary(compute_metrics([q.topics for q in data], predicted))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer texts and repeats")
+    args = parser.parse_args()
+    n_texts, repeats = (2000, 2) if args.quick else (20000, 3)
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    questions = load_questions()
+    train, dev = split(questions)
+    heldout = read_jsonl(HELDOUT) if HELDOUT.exists() else []
+    clf = load_model(ensure_model())
+    texts = [dev[i % len(dev)].text for i in range(n_texts)]
+    clf.classify_many(texts[:500])  # warm the vocabulary
+
+    ours_qps = best_rate(lambda: clf.classify_many(texts), n_texts, repeats)
+    tokenizer = clf.nlp.tokenizer
+    tok_qps = best_rate(lambda: list(tokenizer.pipe(texts, batch_size=256)), n_texts, repeats)
+
+    started = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    x_train = vectorizer.fit_transform([q.text for q in train])
+    binarizer = MultiLabelBinarizer(classes=list(TOPICS))
+    y_train = binarizer.fit_transform([q.topics for q in train])
+    peer = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000)).fit(x_train, y_train)
+    peer_train_s = time.perf_counter() - started
+
+    def peer_scores(batch: Sequence[str]) -> Any:
+        return peer.predict_proba(vectorizer.transform(batch))
+
+    def peer_metrics(data: Sequence[Question]) -> dict[str, float]:
+        probs = peer_scores([q.text for q in data])
+        predicted = [select_topics(dict(zip(TOPICS, map(float, row), strict=True)), clf.config)
+                     for row in probs]
+        return summary(compute_metrics([q.topics for q in data], predicted))
+
+    peer_qps = best_rate(lambda: peer_scores(texts), n_texts, repeats)
+
+    ours: dict[str, Any] = {"questions_per_second": round(ours_qps),
+                            "dev": ours_metrics(clf, dev),
+                            "build_seconds": clf.meta.get("seconds")}
+    sk: dict[str, Any] = {"questions_per_second": round(peer_qps), "dev": peer_metrics(dev),
+                          "train_seconds": round(peer_train_s, 2)}
+    if heldout:
+        ours["heldout_realistic"] = ours_metrics(clf, heldout)
+        sk["heldout_realistic"] = peer_metrics(heldout)
+    result = {
+        "benchmark": "classify",
+        "cpu_count": os.cpu_count(),
+        "n_texts": n_texts,
+        "n_train": len(train),
+        "n_dev": len(dev),
+        "ours_topics_entities_urgency": ours,
+        "spacy_tokenizer_only": {"questions_per_second": round(tok_qps)},
+        "sklearn_tfidf_logreg": sk,
+        "goal_questions_per_second": GOAL_QPS,
+        "ratios": {
+            "ours_vs_goal": round(ours_qps / GOAL_QPS, 3),
+            "ours_vs_tokenizer_ceiling": round(ours_qps / tok_qps, 3),
+            "ours_vs_sklearn_speed": round(ours_qps / peer_qps, 3),
+            "ours_minus_sklearn_dev_micro_f1": round(
+                ours["dev"]["micro_f1"] - sk["dev"]["micro_f1"], 4),
+            "ours_minus_sklearn_dev_top1": round(
+                ours["dev"]["top1_accuracy"] - sk["dev"]["top1_accuracy"], 4),
+        },
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
