@@ -191,6 +191,8 @@ TIME_PRESSURE_CUES: dict[str, float] = {
 # counts. Matched on stems (``zoning`` = ``zoned`` = ``zone``), case-insensitive.
 TOPIC_CUES: dict[str, tuple[str, ...]] = {
     "budget_finance": (
+        "franchise fee", "year-end closing", "closing the books", "credit card",
+        "financial statements", "tax base", "rainy day fund",
         "budget", "budgeting", "revenue", "revenues", "property tax", "sales tax", "tax rate",
         "levy", "millage", "mill rate", "bond", "bonds", "bond rating", "credit rating", "debt",
         "debt service", "pension", "pensions", "OPEB", "audit", "auditor", "single audit",
@@ -202,6 +204,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "insurance premium", "grant match", "expenditure", "financial management",
     ),
     "economic_development": (
+        "bank branch", "chamber", "economic impact", "businesses", "business owners",
+        "sporting event", "tourists",
         "economic development", "business attraction", "business retention", "small business",
         "small businesses", "entrepreneur", "startup", "jobs", "job creation", "workforce",
         "workforce development", "downtown revitalization", "main street", "storefront",
@@ -213,6 +217,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "EB-5", "data center", "big-box", "brewery", "farmers market",
     ),
     "housing": (
+        "camping", "home repair", "roof repair", "weatherization", "housing stock", "displacement",
+        "gentrification",
         "housing", "affordable housing", "homeless", "homelessness", "unhoused", "shelter",
         "encampment", "rental", "renters", "tenant", "tenants", "landlord", "landlords",
         "eviction", "evictions", "rent", "rents", "HOME", "LIHTC", "housing trust fund",
@@ -223,6 +229,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "Continuum of Care", "housing needs assessment", "apartment", "apartments",
     ),
     "vacant_blighted_property": (
+        "tall grass", "weeds", "mowing", "abandoned house", "abandoned houses",
+        "property maintenance", "eyesore",
         "vacant", "vacant lot", "vacant lots", "vacant building", "vacant buildings", "abandoned",
         "blight", "blighted", "derelict", "dilapidated", "demolition", "demolish", "land bank",
         "tax foreclosure", "tax-foreclosed", "tax lien", "tax liens", "tax sale", "receivership",
@@ -232,6 +240,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "junk cars", "dangerous building", "spot blight", "heirs property",
     ),
     "public_safety": (
+        "pedestrian deaths", "traffic fatalities", "fatalities", "crashes", "ISO rating",
+        "fire station", "fire truck", "police department", "drownings",
         "police", "policing", "officer", "officers", "sheriff", "crime", "violence",
         "gun violence", "shooting", "shootings", "homicide", "fire department", "firefighter",
         "firefighters", "fire chief", "police chief", "EMS", "ambulance", "emergency management",
@@ -242,6 +252,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "violence interrupter", "hazard mitigation", "evacuation", "first responders",
     ),
     "infrastructure": (
+        "valves", "hydrant", "hydrants", "right of way", "right-of-way", "manhole", "water meters",
+        "water loss", "lift station", "potable water",
         "infrastructure", "road", "roads", "street", "streets", "pavement", "paving", "pothole",
         "bridge", "bridges", "water main", "water system", "water treatment", "wastewater",
         "sewer", "stormwater", "drainage", "lead service line", "lead pipe", "broadband",
@@ -253,6 +265,7 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "recycling", "trash",
     ),
     "planning_zoning": (
+        "zoning board", "board of adjustment", "plat", "nonconforming", "land use plan", "setbacks",
         "zoning", "rezoning", "zoning code", "zoning ordinance", "land use", "comprehensive plan",
         "comp plan", "master plan", "general plan", "planning commission", "subdivision",
         "site plan", "variance", "conditional use", "special use permit", "setback",
@@ -263,6 +276,9 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "PUD", "missing middle", "duplexes", "lot size", "urban growth boundary", "planner",
     ),
     "operations_performance": (
+        "sick leave", "paid leave", "personnel policy", "employee handbook", "benefits",
+        "council packet", "agenda packet", "onboarding", "remote work", "telework", "departments",
+        "employee", "staff morale",
         "performance management", "performance measures", "KPI", "KPIs", "metrics", "dashboard",
         "311", "customer service", "call center", "procurement", "purchasing", "RFP",
         "vendor", "contract management", "HR", "human resources", "hiring", "recruitment",
@@ -273,6 +289,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "work order", "fleet", "GIS", "AI", "artificial intelligence", "chatbot",
     ),
     "governance_legal": (
+        "oath of office", "minutes", "Robert's Rules", "resolution", "appointed board",
+        "boards and commissions", "legislative", "authorized", "permitted to", "required to",
         "whether a city may", "legal", "legally", "lawful", "authority", "statutory",
         "statute", "state law", "charter", "home rule", "council meeting", "council rules",
         "parliamentary", "open meetings", "open meetings act",
@@ -284,6 +302,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "veto", "referendum", "ballot", "consent decree", "indemnify", "immunity",
     ),
     "community_services": (
+        "pickleball", "community garden", "Spanish-speaking", "translation", "interpretation",
+        "residents", "outreach", "playgrounds",
         "parks and recreation", "parks department", "park district", "playground",
         "recreation", "library", "libraries", "youth", "teens", "seniors",
         "senior center", "older adults", "public health", "health department", "food access",

@@ -65,11 +65,11 @@ class PipelineConfig:
     # Soft targets keep the best topic above the others: 1st, 2nd, 3rd listed topic.
     rank_targets: tuple[float, float, float] = (1.0, 0.6, 0.4)
     # Blend with the hand-written topic cues (nlp.topic_prior).
-    prior_weight: float = 0.5
+    prior_weight: float = 0.4
     prior_saturation: float = 0.5
     # Topic selection: the best always; the 2nd/3rd when score >= both limits.
-    second_min: float = 0.2
-    second_rel: float = 0.45
+    second_min: float = 0.3
+    second_rel: float = 0.35
     # A case goes to triage below this top score, or below the second limit when the text has
     # no topic cue at all ("hello, is anyone there?").
     triage_below: float = 0.25

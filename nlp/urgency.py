@@ -38,6 +38,10 @@ _DEADLINE_RE = re.compile(
     re.IGNORECASE,
 )
 _DEADLINE_WEIGHT = 0.7
+# A deadline needs one of these (cheap substring tests spare most texts the regex).
+_WHEN_HINTS = ("day", "tomorrow", "tonight", "end of", "eod", "noon", "/", "jan", "feb", "mar",
+               "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "the 1", "the 2",
+               "the 3", "the 4", "the 5", "the 6", "the 7", "the 8", "the 9")
 
 
 def combine(weights: Iterable[float]) -> float:
@@ -68,9 +72,12 @@ class UrgencyDetector:
             kind, cue, weight = self.cues[match_id]
             if weight > best.get(cue, (0.0, ""))[0]:
                 best[cue] = (weight, f"{kind}: {cue}")
-        for m in _DEADLINE_RE.finditer(text_of(doc)):
-            phrase = " ".join(m.group().split())
-            best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
+        text = text_of(doc)
+        low = text.lower()
+        if any(hint in low for hint in _WHEN_HINTS):
+            for m in _DEADLINE_RE.finditer(text):
+                phrase = " ".join(m.group().split())
+                best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
         ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))
         # Several cues of one event ("flood", "flooding") should not stack up to 1.0 at once.
         doc._.urgency = min(1.0, combine(w for w, _ in ranked[:3]))
