@@ -24,6 +24,7 @@ from desk.errors import DeskError, InputError
 from desk.migrate import downgrade, upgrade
 from desk.redact import redact
 from desk.settings import Settings, load_settings
+from knowledge.library import ensure_seeded
 
 __all__ = ["app", "main"]
 
@@ -39,9 +40,11 @@ app.add_typer(cities_app, name="cities")
 app.add_typer(sla_app, name="sla")
 
 
-def settings() -> Settings:
+def settings(*, service: bool = False) -> Settings:
+    """The settings, and logging set up: one-shot commands only say what went wrong."""
     loaded = load_settings()
-    configure_logging(loaded.log_level, secrets=(
+    level = loaded.log_level if service or loaded.log_level == "DEBUG" else "WARNING"
+    configure_logging(level, secrets=(
         loaded.slack.bot_token, loaded.slack.signing_secret, loaded.slack.app_token,
         loaded.mail.imap_password, loaded.mail.smtp_password,
     ))
@@ -83,12 +86,7 @@ async def _seed(service: Service) -> None:
         empty = not await service.store.list_cities(session)
     if empty:
         await import_cities(service.store, shipped_cities(), service.clock.now())
-    try:
-        seed = getattr(importlib.import_module("knowledge.library"), "ensure_seeded", None)
-    except ImportError:
-        seed = None
-    if seed is not None:
-        await seed(service.store)
+    await ensure_seeded(service.store)
 
 
 def _quiet_server() -> type[Any]:
@@ -110,7 +108,7 @@ async def _serve(host: str | None, port: int | None, web: bool, worker: bool) ->
     from city311.web import build_app
     from city311.worker import Worker
 
-    loaded = settings()
+    loaded = settings(service=True)
     if host:
         loaded.web.host = host
     if port:
@@ -308,10 +306,10 @@ def ask(text: str = typer.Argument(..., help="the question"),
 
 
 def _register_parts() -> None:
+    # The command modules use the helpers above, so they are imported once this one is.
     for module in ("city311.cmd_nlp", "city311.cmd_mail", "city311.cmd_library",
                    "city311.cmd_cases", "city311.cmd_report"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module).register(app)
+        importlib.import_module(module).register(app)
 
 
 _register_parts()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,6 +9,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from city311.wiring import Service
+from knowledge.web import routes as library_routes
 
 __all__ = ["build_app"]
 
@@ -33,15 +31,5 @@ def build_app(service: Service) -> Starlette:
         extra = getattr(part, "routes", None)
         if extra is not None:
             routes.extend(extra())
-    knowledge_routes: Any = _knowledge_routes(service)
-    routes.extend(knowledge_routes)
+    routes.extend(library_routes(service.store, service.settings.web.public_url))
     return Starlette(routes=routes)
-
-
-def _knowledge_routes(service: Service) -> list[BaseRoute]:
-    try:
-        make_routes = importlib.import_module("knowledge.web").routes
-    except (ImportError, AttributeError):
-        return []
-    routes: list[BaseRoute] = make_routes(service.store, service.settings.web.public_url)
-    return routes

@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.app import SlackBot
 from desk.envelope import InboundMessage
 from desk.errors import ConfigError
 from desk.followups import FollowUps
 from desk.migrate import upgrade_async
 from desk.outbox import Dispatcher
 from desk.pipeline import Desk, Received
-from desk.ports import Channel, Classifier, Clock, Drafter, SystemClock
+from desk.ports import Channel, Classifier, Clock, SystemClock
 from desk.reminders import Reminders
 from desk.settings import Settings
 from desk.sla import BusinessCalendar
 from desk.store import Store
+from knowledge.drafting import LibraryDrafter
+from mail.delivery import EmailChannel
+from mail.intake import ImapIntake
+from nlp import load_classifier
 
 __all__ = ["Service", "build_service", "build_store"]
 
 log = logging.getLogger(__name__)
-
-
-def _optional(module: str, attribute: str) -> Any:
-    """A part that lands in its own package; None until it is there."""
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError):
-        return None
 
 
 @dataclass
@@ -81,9 +76,8 @@ def build_store(settings: Settings) -> Store:
     return Store.from_url(url, echo=settings.database.echo)
 
 
-def build_classifier(settings: Settings) -> Classifier | None:
-    loader: Callable[[], Classifier] | None = _optional("nlp", "load_classifier")
-    return loader() if loader is not None else None
+def build_classifier(settings: Settings) -> Classifier:
+    return load_classifier()
 
 
 async def build_service(
@@ -98,12 +92,8 @@ async def build_service(
     calendar = BusinessCalendar(settings.sla)
     if classifier is None and with_classifier:
         classifier = await asyncio.to_thread(build_classifier, settings)
-    parts: dict[str, Any] = {}
-    drafter: Drafter | None = None
-    drafter_class = _optional("knowledge.drafting", "LibraryDrafter")
-    if drafter_class is not None:
-        drafter = drafter_class(store)
-        parts["drafter"] = drafter
+    drafter = LibraryDrafter(store)
+    parts: dict[str, Any] = {"drafter": drafter}
     desk = Desk(
         store, clock, calendar, classifier=classifier, drafter=drafter,
         package_url=lambda token: f"{settings.web.public_url}/p/{token}",
@@ -118,19 +108,16 @@ async def build_service(
     parts["reminders"] = Reminders(
         store, clock, calendar, reviewers=settings.slack.reviewers,
         escalation=bool(settings.slack.escalation_channel or settings.slack.review_channel))
-    parts["followups"] = FollowUps(store, clock, calendar,
-                                   organizer_email=settings.mail.address or "",
-                                   organizer_name=settings.mail.from_name)
-    email_channel = _optional("mail.delivery", "EmailChannel")
-    if email_channel is not None and settings.mail.delivery_enabled:
-        channels["email"] = email_channel(settings.mail)
-    intake_class = _optional("mail.intake", "ImapIntake")
-    if intake_class is not None and settings.mail.intake_enabled:
-        parts["mail_intake"] = intake_class(settings.mail, store, service.on_inbound)
-    slack_bot = _optional("bot.app", "SlackBot")
-    if slack_bot is not None and settings.slack.enabled:
-        bot = slack_bot(settings.slack, desk, wake=service.wake,
-                        public_url=settings.web.public_url)
+    followups = FollowUps(store, clock, calendar, organizer_email=settings.mail.address or "",
+                          organizer_name=settings.mail.from_name)
+    parts["followups"] = followups
+    if settings.mail.delivery_enabled:
+        channels["email"] = EmailChannel(settings.mail)
+    if settings.mail.intake_enabled:
+        parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound)
+    if settings.slack.enabled:
+        bot = SlackBot(settings.slack, desk, wake=service.wake,
+                       public_url=settings.web.public_url, followups=followups)
         parts["slack"] = bot
         channels["slack"] = bot.channel
     return service
