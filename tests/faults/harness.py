@@ -41,6 +41,7 @@ __all__ = [
     "assert_everything_once",
     "card_posts",
     "case_count",
+    "drained",
     "inbound_messages",
     "inbound_thread_keys",
     "mail_by_kind",
@@ -267,6 +268,12 @@ async def assert_everything_once(store: Store, smtp: SmtpServer, questions: set[
     if slack is not None:
         cards = card_posts(slack)
         assert len(cards) == len(questions) and set(cards.values()) == {1}, cards
+
+
+async def drained(store: Store, channels: Iterable[str] = ("email", "slack")) -> bool:
+    """True when no outbox row of these channels is waiting or being sent."""
+    return not await outbox_rows(store, Outbox.channel.in_(list(channels)),
+                                 Outbox.status.in_(("pending", "sending")))
 
 
 def question_ids(numbers: Iterable[int], tag: str = "q") -> set[str]:

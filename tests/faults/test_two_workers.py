@@ -19,6 +19,7 @@ from tests.faults.harness import (
     WorkerProcess,
     card_posts,
     case_count,
+    drained,
     inbound_messages,
     inbound_thread_keys,
     mail_by_kind,
@@ -79,8 +80,7 @@ async def test_two_workers_file_and_send_everything_exactly_once(
     async def all_sent() -> bool:
         if await case_count(store, Case.status == "sent") < QUESTIONS:
             return False
-        unfinished = await outbox_rows(store, Outbox.status.in_(("pending", "sending")))
-        return not unfinished
+        return await drained(store)
 
     await wait_until(all_sent, timeout=300, what="every reply sent and the outbox drained",
                      workers=pool)
