@@ -41,6 +41,7 @@ __all__ = [
     "assert_everything_once",
     "card_posts",
     "case_count",
+    "drafted",
     "drained",
     "inbound_messages",
     "inbound_thread_keys",
@@ -193,14 +194,20 @@ async def outbox_rows(store: Store, *where: Any) -> list[Outbox]:
                                            .order_by(Outbox.id))).scalars().all())
 
 
-async def approve_all(service: Service, actor: str = "UREV1") -> list[str]:
-    """Approve every drafted case; returns the refs approved."""
+async def approve_all(service: Service, expected: int, actor: str = "UREV1") -> list[str]:
+    """Approve every drafted case (there must be ``expected`` of them); returns their refs."""
     async with service.store.session() as session:
         refs = list((await session.execute(select(Case.ref).where(
             Case.status.in_(("drafted", "needs_triage"))).order_by(Case.id))).scalars())
+    assert len(refs) == expected, f"{len(refs)} cases ready for approval, not {expected}"
     for ref in refs:
         await service.desk.approve(ref, actor)
     return refs
+
+
+async def drafted(store: Store, count: int) -> bool:
+    """True when ``count`` cases have been through drafting (and wait for a reviewer)."""
+    return await case_count(store, Case.status.in_(("drafted", "needs_triage"))) >= count
 
 
 async def inbound_thread_keys(store: Store) -> Counter[str]:

@@ -101,7 +101,7 @@ async def test_intake_reconnects_after_an_imap_restart_and_catches_up(
         state = (await session.execute(select(MailboxState))).scalar_one()
     assert state.last_uid == 3 * BATCH
 
-    await approve_all(service)
+    await approve_all(service, 3 * BATCH)
 
     async def replied() -> bool:
         return len(mail_by_kind(smtp_server)["reply"]) >= 3 * BATCH
