@@ -9,11 +9,16 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS, Classification, Entity, TopicScore
+from nlp.doctext import data_of, ext_key
 from nlp.pipeline import PipelineConfig
 
 __all__ = ["SpacyClassifier", "select_topics"]
 
 _BATCH = 256
+_VALUES = ext_key("entity_values")
+_URGENCY = ext_key("urgency")
+_REASONS = ext_key("urgency_reasons")
+_CUES = ext_key("topic_cues")
 
 
 def select_topics(scores: Mapping[str, float], config: PipelineConfig) -> list[str]:
@@ -59,9 +64,11 @@ class SpacyClassifier:
         return top < limit
 
     def _to_classification(self, doc: Doc) -> Classification:
-        scores = {t: round(float(doc.cats.get(t, 0.0)), 4) for t in TOPICS}
+        cats = doc.cats
+        scores = {t: float(cats.get(t, 0.0)) for t in TOPICS}
         chosen = select_topics(scores, self.config)
-        values = doc._.entity_values or {}
+        data = data_of(doc)
+        values = data.get(_VALUES) or {}
         entities = [
             Entity(label=e.label_, text=e.text, start=e.start_char, end=e.end_char,
                    value=values.get((e.start_char, e.end_char)))
@@ -71,7 +78,7 @@ class SpacyClassifier:
             topics=[TopicScore(t, scores[t]) for t in chosen],
             scores=scores,
             entities=entities,
-            urgency=float(doc._.urgency or 0.0),
-            urgency_reasons=list(doc._.urgency_reasons or []),
-            needs_triage=self.needs_triage(scores[chosen[0]], int(doc._.topic_cues or 0)),
+            urgency=float(data.get(_URGENCY) or 0.0),
+            urgency_reasons=list(data.get(_REASONS) or []),
+            needs_triage=self.needs_triage(scores[chosen[0]], int(data.get(_CUES) or 0)),
         )

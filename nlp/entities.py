@@ -21,7 +21,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from nlp.doctext import text_of
+from nlp.doctext import data_of, ext_key, text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
 
@@ -31,6 +31,7 @@ ENTITY_COMPONENT = "city311_entities"
 
 if not Doc.has_extension("entity_values"):
     Doc.set_extension("entity_values", default=None)
+_VALUES = ext_key("entity_values")
 
 # Codes that are safe to read as a state wherever they stand in upper case.
 _SAFE_CODES = frozenset({
@@ -321,7 +322,7 @@ class EntityFinder:
                 value = f"{value}, {best}" if best else value
             values[key] = value
         doc.ents = spans
-        doc._.entity_values = values
+        data_of(doc)[_VALUES] = values
         return doc
 
     # The component is rebuilt from the shipped word lists: nothing to save or load.

@@ -16,6 +16,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS
+from nlp.doctext import data_of, ext_key
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
@@ -25,6 +26,7 @@ PRIOR_COMPONENT = "city311_topic_prior"
 
 if not Doc.has_extension("topic_cues"):
     Doc.set_extension("topic_cues", default=0)  # how many topic cues the text has
+_CUES = ext_key("topic_cues")
 
 
 def _is_acronym(cue: str) -> bool:
@@ -66,7 +68,7 @@ class TopicPrior:
 
     def __call__(self, doc: Doc) -> Doc:
         hits = self.cue_hits(doc)
-        doc._.topic_cues = sum(hits.values())
+        data_of(doc)[_CUES] = sum(hits.values())
         if self.weight <= 0.0:
             return doc
         w, sat = self.weight, self.saturation
