@@ -70,7 +70,12 @@ class UrgencyDetector:
 
     def __call__(self, doc: Doc) -> Doc:
         best: dict[str, tuple[float, str]] = {}
-        for match_id, _start, _end in self.matcher(doc):
+        taken: set[int] = set()
+        # Longest cue first, so "water main break" is one cue, not also "main break".
+        for match_id, start, end in sorted(self.matcher(doc), key=lambda m: m[1] - m[2]):
+            if taken.intersection(range(start, end)):
+                continue
+            taken.update(range(start, end))
             kind, cue, weight = self.cues[match_id]
             if weight > best.get(cue, (0.0, ""))[0]:
                 best[cue] = (weight, f"{kind}: {cue}")

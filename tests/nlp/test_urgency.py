@@ -40,3 +40,8 @@ def test_more_signals_rank_higher(untrained: Language) -> None:
     two, _ = urgency(untrained, "Our deficit is growing and we can't make payroll; council votes "
                                 "Monday.")
     assert 0 < one < two <= 1.0
+
+
+def test_a_cue_inside_a_longer_one_counts_once(untrained: Language) -> None:
+    _, reasons = urgency(untrained, "A water main break on Elm Street.")
+    assert reasons == ["emergency: water main break"]
