@@ -22,7 +22,7 @@ from knowledge.labels import kind_label, topic_label
 from knowledge.library import Filters, Library, Snapshot, library_for
 from knowledge.models import ResourceTopic
 from knowledge.render import render_package
-from knowledge.text import Term, doc_features, score, stem, tokenize
+from knowledge.text import Term, stem, tokenize
 
 __all__ = ["LibraryDrafter", "Selection"]
 
@@ -114,9 +114,9 @@ class LibraryDrafter:
         async with self.store.reading() as session:
             snap = await library.snapshot(session)
             terms = self._terms(snap, request, matchers)
-            found, _ = await library.candidates(session, snap, terms, Filters(), limit=200,
-                                                every_first=False)
-            nums = [c.num for c in found]
+            _, _, found = await library.best(session, snap, terms, Filters(), 0, 200,
+                                             every_first=False, limit=200)
+            nums = [num for num, _ in found]
             if topics:
                 members = await session.execute(
                     select(ResourceTopic.resource_num).where(ResourceTopic.topic.in_(topics))
@@ -124,8 +124,11 @@ class LibraryDrafter:
                 nums.extend(members.scalars().all())
             nums = list(dict.fromkeys(nums))
             entries = await library.rows(session, nums)
+        relevance = library.relevance(snap, terms, entries)
         selection = Selection()
-        selection.resources = self._pick_resources(entries, terms, topics, matchers, request)
+        selection.resources = self._pick_resources(
+            list(entries.values()), {e["id"]: relevance[num] for num, e in entries.items()},
+            terms, topics, matchers, request)
         selection.referrals = self._pick_simple(snap.referrals, terms, topics, matchers,
                                                 MAX_REFERRALS, minimum=1)
         selection.tools = self._pick_simple(snap.tools, terms, topics, matchers, MAX_TOOLS,
@@ -134,11 +137,10 @@ class LibraryDrafter:
                  len(selection.resources), len(selection.referrals), len(selection.tools))
         return selection
 
-    def _pick_resources(self, entries: list[dict[str, Any]], terms: Sequence[Term],
-                        topics: Sequence[str], matchers: Sequence[EntityMatcher],
+    def _pick_resources(self, entries: list[dict[str, Any]], relevance: dict[str, float],
+                        terms: Sequence[Term], topics: Sequence[str],
+                        matchers: Sequence[EntityMatcher],
                         request: DraftRequest) -> list[dict[str, Any]]:
-        relevance = {e["id"]: score(doc_features(e["title"], e["keywords"], e["annotation"],
-                                                 e["publisher"]), terms) for e in entries}
         best_relevance = max(relevance.values(), default=0.0) or 1.0
         scored: list[tuple[float, dict[str, Any], list[str]]] = []
         for entry in entries:

@@ -1,11 +1,14 @@
 """The library in the database: loading the shipped seed, search, import and export.
 
-Search runs in two steps. The database engine finds candidates with its full-text index
-(FTS5 and bm25 on SQLite; a weighted tsvector, GIN index and ts_rank_cd on PostgreSQL); the
-candidates are then ordered by :func:`knowledge.text.score`, the same Python code for both
-backends, so the same library gives the same top results wherever it is stored. Typos are
-corrected against the library's own vocabulary, which is kept in memory and rebuilt when the
-library changes (a counter row bumped by every write says when).
+Search ranks with :func:`knowledge.text.score`, the same Python arithmetic for both backends,
+so the same library gives the same top results wherever it is stored. Up to ``INDEX_LIMIT``
+resources, every resource's words are held in memory (:class:`knowledge.text.SearchIndex`):
+a query costs one round trip, for the page of rows it shows, whatever the library's size; a
+database ranking every match of a common word cannot do that at 100,000 resources. Larger
+libraries fall back to the database's full-text index (FTS5 and bm25 on SQLite; a weighted
+tsvector, GIN index and ts_rank_cd on PostgreSQL) for the best candidates, then score those.
+Typos are corrected against the library's own vocabulary. The snapshot holding vocabulary and
+index is rebuilt when the library changes (a version row bumped by every write says when).
 """
 
 from __future__ import annotations
@@ -20,12 +23,22 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, column, delete, func, literal_column, select, table
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    column,
+    delete,
+    func,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +49,7 @@ from desk.store import insert_ignore as _insert_ignore
 from knowledge.labels import RESOURCE_KINDS
 from knowledge.models import LibraryMeta, Referral, Resource, ResourceTopic, Tool
 from knowledge.records import FIELDS, LibraryData, check, load_yaml, normalize_entry, sort_key
-from knowledge.text import DocFeatures, Term, Vocabulary, doc_features, score
+from knowledge.text import IndexRow, SearchIndex, Term, Vocabulary, doc_features, score
 
 __all__ = [
     "MAX_QUERY_CHARS",
@@ -52,7 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 500
-CANDIDATES = 400  # rows the engine hands to the shared ranking
+CANDIDATES = 400  # rows the database's index hands to the shared ranking (large libraries)
+INDEX_LIMIT = 250_000  # resources held in memory for ranking (about 300 bytes each)
 VERSION_KEY = "version"
 VERSION_CHECK_SECONDS = 1.0
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -147,7 +161,7 @@ class Snapshot:
     topic_counts: dict[str, int]
     kind_counts: dict[str, int]
     resources: int
-    features: dict[int, DocFeatures] = field(default_factory=dict)  # small libraries only
+    index: SearchIndex | None = None  # None above the library's index limit
 
 
 def resource_dict(row: Resource) -> dict[str, Any]:
@@ -174,31 +188,35 @@ class Candidate(NamedTuple):
     num: int
     id: str
     sort_key: str
-    title: str = ""
-    keywords: list[str] = []  # a NamedTuple default, never mutated
-    annotation: str = ""
-    publisher: str = ""
+    title: str
+    keywords: list[str]
+    annotation: str
+    publisher: str
 
 
 class Library:
-    """The library stored in one database. Get it with :func:`library_for`."""
+    """The library stored in one database. Get it with :func:`library_for`;
+    ``index_limit`` is the largest library ranked in memory (0: always ask the database)."""
 
-    FEATURE_CACHE_LIMIT = 20_000
-
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, index_limit: int = INDEX_LIMIT) -> None:
         self.store = store
+        self.index_limit = index_limit
         self._lock = asyncio.Lock()
         self._seen_version: str | None = None
         self._checked_at = 0.0
         # Snapshots are shared by every Library on the same database (same URL); the random
         # version tells a reloaded database from the one the snapshot was built from.
-        self._key = store.engine.url.render_as_string(hide_password=True)
+        url = store.engine.url.render_as_string(hide_password=True)
+        self._key = f"{url} {index_limit}"
 
     # ---- the in-memory snapshot ---------------------------------------------------------------
 
     async def _version(self, session: AsyncSession) -> str:
-        row = await session.get(LibraryMeta, VERSION_KEY, populate_existing=True)
-        return row.value if row is not None else ""
+        # Core statements on the session's connection: the ORM's bookkeeping costs more than
+        # the query on a hot path.
+        conn = await session.connection()
+        value = (await conn.execute(_VERSION)).scalar()
+        return value or ""
 
     @property
     def _snapshot(self) -> Snapshot | None:
@@ -228,35 +246,31 @@ class Library:
             return built
 
     async def _build(self, session: AsyncSession, version: str) -> Snapshot:
-        rows = await session.execute(select(
-            Resource.num, Resource.title, Resource.keywords, Resource.annotation,
-            Resource.publisher, Resource.kind))
-        texts: list[tuple[str, ...]] = []
-        kinds: Counter[str] = Counter()
-        nums: list[int] = []
-        raw_rows = rows.all()
-        keep_features = len(raw_rows) <= self.FEATURE_CACHE_LIMIT
-        features: dict[int, DocFeatures] = {}
-        for num, title, keywords, annotation, publisher, kind in raw_rows:
-            texts.append((title, *keywords, annotation, publisher))
-            kinds[kind] += 1
-            nums.append(num)
-            if keep_features:
-                features[num] = doc_features(title, keywords, annotation, publisher)
-        vocabulary = await asyncio.to_thread(Vocabulary.build, texts) if len(texts) > 5000 \
-            else Vocabulary.build(texts)
+        result = await session.execute(select(
+            Resource.num, Resource.id, Resource.sort_key, Resource.title, Resource.keywords,
+            Resource.annotation, Resource.publisher, Resource.kind, Resource.year,
+            Resource.topics).order_by(Resource.num))
+        rows = [IndexRow(*row) for row in result.all()]
+        kinds: Counter[str] = Counter(row.kind for row in rows)
+        index: SearchIndex | None = None
+        if len(rows) <= self.index_limit:
+            index, vocabulary = (await asyncio.to_thread(SearchIndex.build, rows)
+                                 if len(rows) > 5000 else SearchIndex.build(rows))
+        else:
+            texts = [(r.title, *r.keywords, r.annotation, r.publisher) for r in rows]
+            vocabulary = await asyncio.to_thread(Vocabulary.build, texts)
         topic_rows = await session.execute(
             select(ResourceTopic.topic, func.count()).group_by(ResourceTopic.topic))
         referrals = (await session.execute(select(Referral).order_by(Referral.id))).scalars()
         tools = (await session.execute(select(Tool).order_by(Tool.id))).scalars()
-        log.info("library snapshot %s: %d resources, %d words", version, len(nums),
-                 len(vocabulary))
+        log.info("library snapshot %s: %d resources, %d words, ranked %s", version, len(rows),
+                 len(vocabulary), "in memory" if index is not None else "by the database")
         return Snapshot(
             version=version, vocabulary=vocabulary,
             referrals=[_referral_dict(r) for r in referrals],
             tools=[_tool_dict(t) for t in tools],
             topic_counts={t: int(n) for t, n in topic_rows.all()},
-            kind_counts=dict(kinds), resources=len(nums), features=features,
+            kind_counts=dict(kinds), resources=len(rows), index=index,
         )
 
     async def _changed(self, session: AsyncSession) -> None:
@@ -330,16 +344,13 @@ class Library:
         return statement.order_by(Resource.sort_key, Resource.id)
 
     async def _engine_match(self, session: AsyncSession, words: Sequence[str],
-                            filters: Filters, *, every: bool, limit: int,
-                            with_text: bool) -> list[Candidate]:
+                            filters: Filters, *, every: bool, limit: int) -> list[Candidate]:
         """Candidates from the database's full-text index. The words are bound parameters
         (quoted as FTS5 strings on SQLite), never query syntax."""
         if not words:
             return []
-        columns: list[Any] = [Resource.num, Resource.id, Resource.sort_key]
-        if with_text:
-            columns += [Resource.title, Resource.keywords, Resource.annotation,
-                        Resource.publisher]
+        columns: list[Any] = [Resource.num, Resource.id, Resource.sort_key, Resource.title,
+                              Resource.keywords, Resource.annotation, Resource.publisher]
         statement: Select[Any]
         if self.store.dialect == "sqlite":
             fts: ColumnElement[Any] = literal_column("resources_fts")
@@ -362,50 +373,64 @@ class Library:
                          .order_by(func.ts_rank_cd(vector, tsquery).desc(), Resource.num))
         statement = statement.where(*self._where(filters)).limit(limit)
         result = await session.execute(statement)
-        if with_text:
-            return [Candidate(*row) for row in result.all()]
-        return [Candidate(num, ident, key) for num, ident, key in result.all()]
+        return [Candidate(*row) for row in result.all()]
 
-    async def candidates(self, session: AsyncSession, snap: Snapshot, terms: Sequence[Term],
-                         filters: Filters, *, limit: int = CANDIDATES, every_first: bool = True,
+    async def candidates(self, session: AsyncSession, terms: Sequence[Term], filters: Filters,
+                         *, limit: int = CANDIDATES, every_first: bool = True,
                          enough: int = 20) -> tuple[list[Candidate], bool]:
-        """Rows matching the terms: all of them first, any of them when that finds too few.
-        The flag says whether the limit cut the list."""
+        """Rows the database's full-text index matches: all the terms first, any of them when
+        that finds too few. The flag says whether the limit cut the list."""
         words = list(dict.fromkeys(t.search for t in terms))
-        with_text = not snap.features
         rows: list[Candidate] = []
         if every_first or len(words) == 1:
-            rows = await self._engine_match(session, words, filters, every=True, limit=limit,
-                                            with_text=with_text)
+            rows = await self._engine_match(session, words, filters, every=True, limit=limit)
         if len(words) > 1 and len(rows) < enough:
             seen = {r.num for r in rows}
-            more = await self._engine_match(session, words, filters, every=False, limit=limit,
-                                            with_text=with_text)
+            more = await self._engine_match(session, words, filters, every=False, limit=limit)
             rows.extend(r for r in more if r.num not in seen)
         return rows, len(rows) >= limit
 
-    def features(self, snap: Snapshot, row: Candidate) -> DocFeatures:
-        cached = snap.features.get(row.num)
-        if cached is None:
-            cached = doc_features(row.title, row.keywords, row.annotation, row.publisher)
-        return cached
-
-    def rank(self, snap: Snapshot, rows: Iterable[Candidate],
+    def rank(self, rows: Iterable[Candidate],
              terms: Sequence[Term]) -> list[tuple[float, Candidate]]:
-        scored = [(score(self.features(snap, row), terms), row) for row in rows]
+        scored = [(score(doc_features(row.title, row.keywords, row.annotation, row.publisher),
+                         terms), row) for row in rows]
         scored.sort(key=lambda pair: (-pair[0], pair[1].sort_key, pair[1].id))
         return scored
 
-    async def rows(self, session: AsyncSession, nums: Sequence[int]) -> list[dict[str, Any]]:
-        """Full entries for these row numbers, in the order given."""
+    async def best(self, session: AsyncSession, snap: Snapshot, terms: Sequence[Term],
+                   filters: Filters, start: int, stop: int, *, every_first: bool = True,
+                   limit: int = CANDIDATES) -> tuple[int, bool, list[tuple[int, float]]]:
+        """(row number, score) at positions start..stop of the ranking, how many match, and
+        whether that count is cut at ``limit`` (only when the database ranks)."""
+        if snap.index is not None:
+            allowed = snap.index.mask(filters.topic, filters.kind, filters.publisher,
+                                      filters.year)
+            count, shown = snap.index.search(terms, allowed, start, stop,
+                                             every_first=every_first)
+            return count, False, shown
+        found, capped = await self.candidates(session, terms, filters, limit=limit,
+                                              every_first=every_first)
+        ranked = self.rank(found, terms)
+        return len(ranked), capped, [(c.num, s) for s, c in ranked[start:stop]]
+
+    def relevance(self, snap: Snapshot, terms: Sequence[Term],
+                  entries: dict[int, dict[str, Any]]) -> dict[int, float]:
+        """The shared score of each entry (keyed by row number)."""
+        if snap.index is not None:
+            return snap.index.scores(terms, list(entries))
+        return {num: score(doc_features(e["title"], e["keywords"], e["annotation"],
+                                        e["publisher"]), terms) for num, e in entries.items()}
+
+    async def rows(self, session: AsyncSession, nums: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Full entries for these row numbers (in their order; rows deleted since the snapshot
+        are missing)."""
         if not nums:
-            return []
-        columns = [getattr(Resource, key) for key in FIELDS["resources"]]
-        result = await session.execute(select(Resource.num, *columns)
-                                       .where(Resource.num.in_(list(nums))))
+            return {}
+        conn = await session.connection()
+        result = await conn.execute(_ROWS, {"nums": list(nums)})
         found = {row[0]: dict(zip(FIELDS["resources"], row[1:], strict=True))
                  for row in result.all()}
-        return [found[n] for n in nums if n in found]
+        return {n: found[n] for n in nums if n in found}
 
     async def search(self, query: str | None = "", filters: Filters | None = None, *,
                      page: int = 1, per_page: int = 20) -> SearchResult:
@@ -415,29 +440,36 @@ class Library:
         if page < 1 or page > 10_000:
             raise InputError("page must be between 1 and 10000")
         per_page = max(1, min(per_page, 100))
+        start = (page - 1) * per_page
         async with self.store.reading() as session:
             snap = await self.snapshot(session)
             if not query:
-                return await self._browse(session, filters, page, per_page)
+                return await self._browse(session, snap, filters, page, per_page)
             terms = snap.vocabulary.terms(query)
             if not terms:
                 return SearchResult(query, [], filters, page, per_page, 0, False, [])
-            candidates, capped = await self.candidates(session, snap, terms, filters)
-            ranked = self.rank(snap, candidates, terms)
-            start = (page - 1) * per_page
-            shown = ranked[start:start + per_page]
-            entries = await self.rows(session, [c.num for _, c in shown])
-        hits = [{**entry, "score": s} for (s, _), entry in zip(shown, entries, strict=True)]
-        return SearchResult(query, terms, filters, page, per_page, len(ranked), capped, hits)
+            count, capped, shown = await self.best(session, snap, terms, filters, start,
+                                                   start + per_page)
+            found = await self.rows(session, [num for num, _ in shown])
+        hits = [{**found[num], "score": s} for num, s in shown if num in found]
+        return SearchResult(query, terms, filters, page, per_page, count, capped, hits)
 
-    async def _browse(self, session: AsyncSession, filters: Filters, page: int,
+    async def _browse(self, session: AsyncSession, snap: Snapshot, filters: Filters, page: int,
                       per_page: int) -> SearchResult:
+        start = (page - 1) * per_page
+        if snap.index is not None:
+            allowed = snap.index.mask(filters.topic, filters.kind, filters.publisher,
+                                      filters.year)
+            total, nums = snap.index.browse(allowed, start, start + per_page)
+            found = await self.rows(session, nums)
+            return SearchResult("", [], filters, page, per_page, total, False,
+                                list(found.values()))
         where = self._where(filters)
         total = (await session.execute(
             select(func.count()).select_from(Resource).where(*where))).scalar_one()
         statement = self._ordered(select(Resource).where(*where))
         rows = (await session.execute(
-            statement.offset((page - 1) * per_page).limit(per_page))).scalars().all()
+            statement.offset(start).limit(per_page))).scalars().all()
         hits = [resource_dict(r) for r in rows]
         return SearchResult("", [], filters, page, per_page, int(total), False, hits)
 
@@ -542,6 +574,12 @@ class Library:
             result = await session.execute(delete(Resource).where(Resource.id.in_(idents)))
             await self._changed(session)
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Built once: constructing a statement costs about as much as running it.
+_ROWS = select(Resource.num, *(getattr(Resource, key) for key in FIELDS["resources"])).where(
+    Resource.num.in_(bindparam("nums", expanding=True)))
+_VERSION = select(LibraryMeta.value).where(LibraryMeta.key == VERSION_KEY)
 
 
 def _fts_table() -> Any:

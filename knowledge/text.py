@@ -10,18 +10,25 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 from rapidfuzz import fuzz, process
 
 __all__ = [
     "STOPWORDS",
     "DocFeatures",
+    "IndexRow",
+    "SearchIndex",
     "Term",
     "Vocabulary",
     "doc_features",
+    "field_weight",
     "normalize",
     "score",
     "stem",
@@ -111,7 +118,9 @@ class DocFeatures:
 
 
 def _stems(text: str) -> list[str]:
-    return [stem(t) for t in tokenize(text)]
+    # The same words a query can hold: stop words and single letters never match, on either
+    # side, so "cost of living" finds the title "Cost of Living" as a phrase.
+    return [stem(t) for t in words(text)]
 
 
 def doc_features(title: str, keywords: Sequence[str], annotation: str,
@@ -129,6 +138,22 @@ def doc_features(title: str, keywords: Sequence[str], annotation: str,
 
 
 TITLE, KEYWORDS, ANNOTATION, PUBLISHER = 3.0, 2.5, 1.0, 1.0
+TITLE_PHRASE, KEYWORD_PHRASE = 1.6, 1.4
+
+
+def field_weight(title: bool, keywords: bool, count: int, publisher: bool) -> float:
+    """How strongly one document holds one word: the one place this arithmetic lives, so the
+    in-memory index and :func:`score` produce bit-identical numbers."""
+    weight = 0.0
+    if title:
+        weight += TITLE
+    if keywords:
+        weight += KEYWORDS
+    if count:
+        weight += ANNOTATION + 0.25 * min(count - 1, 2)
+    if publisher:
+        weight += PUBLISHER
+    return weight
 
 
 def score(doc: DocFeatures, terms: Sequence[Term]) -> float:
@@ -139,16 +164,8 @@ def score(doc: DocFeatures, terms: Sequence[Term]) -> float:
     matched = 0
     for term in terms:
         s = term.stem
-        weight = 0.0
-        if s in doc.title:
-            weight += TITLE
-        if s in doc.keywords:
-            weight += KEYWORDS
-        count = doc.annotation.get(s, 0)
-        if count:
-            weight += ANNOTATION + 0.25 * min(count - 1, 2)
-        if s in doc.publisher:
-            weight += PUBLISHER
+        weight = field_weight(s in doc.title, s in doc.keywords, doc.annotation.get(s, 0),
+                              s in doc.publisher)
         if weight:
             matched += 1
             total += term.idf * weight
@@ -159,9 +176,9 @@ def score(doc: DocFeatures, terms: Sequence[Term]) -> float:
     if len(terms) > 1:
         phrase = f" {' '.join(t.stem for t in terms)} "
         if phrase in doc.title_text:
-            total *= 1.6
+            total *= TITLE_PHRASE
         elif phrase in doc.keyword_text:
-            total *= 1.4
+            total *= KEYWORD_PHRASE
     return round(total, 9)
 
 
@@ -240,3 +257,263 @@ class Vocabulary:
             seen.add(s)
             out.append(Term(word=word, search=search, stem=s, idf=self.idf(s)))
         return out[:32]
+
+
+# ---- the in-memory index ---------------------------------------------------------------------
+
+class IndexRow(NamedTuple):
+    """What the index needs of one resource."""
+
+    num: int
+    id: str
+    sort_key: str
+    title: str
+    keywords: Sequence[str]
+    annotation: str
+    publisher: str
+    kind: str
+    year: int | None
+    topics: Sequence[str]
+
+
+# A posting's code packs where the word occurs: bit 0 title, bit 1 keywords, bit 2 publisher,
+# bits 3-4 the annotation count (capped at 3, as the score caps it).
+_WEIGHTS: npt.NDArray[np.float64] = np.array(
+    [field_weight(bool(c & 1), bool(c & 2), c >> 3, bool(c & 4)) for c in range(32)],
+    dtype=np.float64)
+_ROUND = 9  # digits kept in a score; the ranking ties what agrees to this many
+
+
+class _StemMap(dict[str, str]):
+    """word -> stem, filled on first sight (``map(stems.__getitem__, …)`` stays in C)."""
+
+    def __missing__(self, word: str) -> str:
+        value = self[word] = stem(word)
+        return value
+
+
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(eq=False)
+class SearchIndex:
+    """Every resource's words in memory, for ranking without a round trip per candidate.
+
+    For each stem, the documents holding it and how (a code, see ``_WEIGHTS``), in flat numpy
+    arrays sliced by ``offsets``. A query scores every matching document with exactly the
+    arithmetic of :func:`score`, so the order is the same as scoring each one by hand, and
+    picks a page without sorting all of them. Filters are boolean masks over documents.
+    """
+
+    nums: npt.NDArray[np.int64]  # document -> resource row number (ascending)
+    rank: npt.NDArray[np.int64]  # document -> position in browse order (sort key, id)
+    order: npt.NDArray[np.int64]  # browse position -> document
+    stem_ids: dict[str, int]
+    offsets: npt.NDArray[np.int64]
+    post_docs: npt.NDArray[np.int32]
+    post_codes: npt.NDArray[np.uint8]
+    title_texts: list[str]
+    keyword_texts: list[str]
+    kinds: npt.NDArray[np.int16]
+    kind_codes: dict[str, int]
+    publishers: npt.NDArray[np.int32]
+    publisher_codes: dict[str, int]  # lower-cased name -> code
+    years: npt.NDArray[np.int32]  # 0 when unknown
+    topics: dict[str, Mask]
+    _masks: dict[tuple[Any, ...], Mask | None] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.nums)
+
+    @classmethod
+    def build(cls, rows: Sequence[IndexRow]) -> tuple[SearchIndex, Vocabulary]:
+        """The index and the vocabulary of these rows (ordered by ``num``)."""
+        stems = _StemMap()
+        get = stems.__getitem__
+        stem_ids: dict[str, int] = {}
+        post_stem, post_doc, post_code = array("i"), array("i"), array("B")
+        title_texts: list[str] = []
+        keyword_texts: list[str] = []
+        for doc, row in enumerate(rows):
+            title = list(map(get, words(row.title)))
+            keyword_lists = [list(map(get, words(k))) for k in row.keywords]
+            codes = dict.fromkeys(title, 1)
+            for keyword_stems in keyword_lists:
+                for s in keyword_stems:
+                    codes[s] = codes.get(s, 0) | 2
+            for s in map(get, words(row.publisher)):
+                codes[s] = codes.get(s, 0) | 4
+            for s, count in Counter(map(get, words(row.annotation))).items():
+                codes[s] = codes.get(s, 0) | (min(count, 3) << 3)
+            for s, code in codes.items():
+                sid = stem_ids.get(s)
+                if sid is None:
+                    sid = stem_ids[s] = len(stem_ids)
+                post_stem.append(sid)
+                post_doc.append(doc)
+                post_code.append(code)
+            title_texts.append(f" {' '.join(title)} ")
+            keyword_texts.append(" | ".join(f" {' '.join(ks)} " for ks in keyword_lists))
+        by_stem = np.frombuffer(post_stem, dtype=np.intc).astype(np.int32)
+        grouped = np.argsort(by_stem, kind="stable")  # documents stay ascending per stem
+        counts = np.bincount(by_stem, minlength=len(stem_ids))
+        offsets = np.zeros(len(stem_ids) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+
+        size = len(rows)
+        browse = sorted(range(size), key=lambda i: (rows[i].sort_key, rows[i].id))
+        order = np.array(browse, dtype=np.int64)
+        rank = np.empty(size, dtype=np.int64)
+        rank[order] = np.arange(size, dtype=np.int64)
+        kind_codes: dict[str, int] = {}
+        publisher_codes: dict[str, int] = {}
+        topics: dict[str, Mask] = {}
+        kinds = np.empty(size, dtype=np.int16)
+        publishers = np.empty(size, dtype=np.int32)
+        for doc, row in enumerate(rows):
+            kinds[doc] = kind_codes.setdefault(row.kind, len(kind_codes))
+            publishers[doc] = publisher_codes.setdefault(row.publisher.lower(),
+                                                         len(publisher_codes))
+            for topic in row.topics:
+                mask = topics.get(topic)
+                if mask is None:
+                    mask = topics[topic] = np.zeros(size, dtype=np.bool_)
+                mask[doc] = True
+        index = cls(
+            nums=np.array([r.num for r in rows], dtype=np.int64), rank=rank, order=order,
+            stem_ids=stem_ids, offsets=offsets,
+            post_docs=np.frombuffer(post_doc, dtype=np.intc).astype(np.int32)[grouped],
+            post_codes=np.frombuffer(post_code, dtype=np.uint8)[grouped],
+            title_texts=title_texts, keyword_texts=keyword_texts, kinds=kinds,
+            kind_codes=kind_codes, publishers=publishers, publisher_codes=publisher_codes,
+            years=np.array([r.year or 0 for r in rows], dtype=np.int32), topics=topics,
+        )
+        df = Counter({s: int(counts[sid]) for s, sid in stem_ids.items()})
+        return index, Vocabulary(documents=size, df=df, surfaces=dict(stems))
+
+    # ---- filters -------------------------------------------------------------------------
+
+    def mask(self, topic: str | None = None, kind: str | None = None,
+             publisher: str | None = None, year: int | None = None) -> Mask | None:
+        """The documents passing these filters; None when nothing is filtered."""
+        key = (topic, kind, publisher.lower() if publisher else None, year)
+        if key in self._masks:
+            return self._masks[key]
+        parts: list[Mask] = []
+        nothing = np.zeros(self.size, dtype=np.bool_)
+        if topic is not None:
+            parts.append(self.topics.get(topic, nothing))
+        if kind is not None:
+            code = self.kind_codes.get(kind)
+            parts.append(nothing if code is None else self.kinds == code)
+        if key[2] is not None:
+            code = self.publisher_codes.get(key[2])
+            parts.append(nothing if code is None else self.publishers == code)
+        if year is not None:
+            parts.append(self.years == year)
+        mask: Mask | None = None
+        for part in parts:
+            mask = part.copy() if mask is None else mask & part
+        if len(self._masks) >= 64:
+            self._masks.pop(next(iter(self._masks)))
+        self._masks[key] = mask
+        return mask
+
+    def browse(self, allowed: Mask | None, start: int, stop: int) -> tuple[int, list[int]]:
+        """Row numbers of one page in title order, and how many pass the filters."""
+        docs = self.order if allowed is None else self.order[allowed[self.order]]
+        return len(docs), [int(n) for n in self.nums[docs[start:stop]]]
+
+    # ---- scoring -------------------------------------------------------------------------
+
+    def _accumulate(self, terms: Sequence[Term]) -> tuple[npt.NDArray[np.float64],
+                                                          npt.NDArray[np.int8]]:
+        """Per document: the sum of idf x weight over the terms it holds (the same additions,
+        in the same order, as :func:`score`), and how many terms it holds."""
+        total = np.zeros(self.size, dtype=np.float64)
+        matched = np.zeros(self.size, dtype=np.int8)  # at most 32 terms
+        for term in terms:
+            sid = self.stem_ids.get(term.stem)
+            if sid is None:
+                continue
+            lo, hi = int(self.offsets[sid]), int(self.offsets[sid + 1])
+            docs = self.post_docs[lo:hi]
+            total[docs] += term.idf * _WEIGHTS[self.post_codes[lo:hi]]
+            matched[docs] += 1
+        return total, matched
+
+    def _phrase(self, doc: int, phrase: str) -> float:
+        if phrase in self.title_texts[doc]:
+            return TITLE_PHRASE
+        if phrase in self.keyword_texts[doc]:
+            return KEYWORD_PHRASE
+        return 1.0
+
+    def search(self, terms: Sequence[Term], allowed: Mask | None, start: int, stop: int, *,
+               every_first: bool = True, enough: int = 20
+               ) -> tuple[int, list[tuple[int, float]]]:
+        """(row number, score) for one page of the best matches, and how many match.
+
+        Documents holding every term are the matches; when fewer than ``enough`` do (or
+        ``every_first`` is off), documents holding any term."""
+        n = len(terms)
+        if not n or stop <= start:
+            return 0, []
+        total, matched = self._accumulate(terms)
+        if allowed is not None:
+            matched[~allowed] = 0
+        docs = np.flatnonzero(matched == n) if every_first or n == 1 else None
+        if docs is None or (n > 1 and len(docs) < enough):
+            docs = np.flatnonzero(matched)
+        count = len(docs)
+        if start >= count:
+            return count, []
+        coverage = matched[docs] / n
+        scores = total[docs] * (0.25 + coverage * coverage)
+        if n > 1:
+            # Only documents holding every term can hold them as a phrase; test those that
+            # could reach the page with the bonus.
+            phrase = f" {' '.join(t.stem for t in terms)} "
+            full = matched[docs] == n
+            if stop < count:
+                kth = np.partition(np.round(scores, _ROUND), count - stop)[count - stop]
+                full &= scores * TITLE_PHRASE >= kth - 10.0 ** -_ROUND
+            for i in np.flatnonzero(full).tolist():
+                factor = self._phrase(int(docs[i]), phrase)
+                if factor != 1.0:
+                    scores[i] *= factor
+        keys = np.round(scores, _ROUND)
+        if stop < count:
+            kth = np.partition(keys, count - stop)[count - stop]
+            above = np.flatnonzero(keys > kth)
+            ties = np.flatnonzero(keys == kth)
+            need = stop - len(above)
+            if len(ties) > need:  # equal scores go in browse order
+                ties = ties[np.argpartition(self.rank[docs[ties]], need - 1)[:need]]
+            pick = np.concatenate([above, ties])
+        else:
+            pick = np.arange(count)
+        pick = pick[np.lexsort((self.rank[docs[pick]], -keys[pick]))][start:stop]
+        return count, [(int(self.nums[docs[i]]), round(float(scores[i]), _ROUND))
+                       for i in pick.tolist()]
+
+    def scores(self, terms: Sequence[Term], nums: Sequence[int]) -> dict[int, float]:
+        """The score of each of these rows, equal to :func:`score` of its features."""
+        out = dict.fromkeys(nums, 0.0)
+        n = len(terms)
+        if not n or not nums:
+            return out
+        total, matched = self._accumulate(terms)
+        wanted = np.array(list(nums), dtype=np.int64)
+        docs = np.searchsorted(self.nums, wanted)
+        phrase = f" {' '.join(t.stem for t in terms)} "
+        for num, doc in zip(wanted.tolist(), docs.tolist(), strict=True):
+            if doc >= self.size or int(self.nums[doc]) != num or not matched[doc]:
+                continue
+            coverage = int(matched[doc]) / n
+            value = float(total[doc]) * (0.25 + coverage * coverage)
+            if n > 1 and int(matched[doc]) == n:
+                value *= self._phrase(doc, phrase)
+            out[num] = round(value, _ROUND)
+        return out
