@@ -176,7 +176,16 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
 
     # Once the database is back the worker records what it sent, well within a minute
     # (and a second send is never due).
-    await wait_until(recorded, timeout=20, what="the sent reply recorded", workers=pool)
+    try:
+        await wait_until(recorded, timeout=20, what="the sent reply recorded", workers=pool)
+    except AssertionError:
+        rows = await outbox_rows(store, Outbox.kind == "reply")
+        seen = [line for line in worker.log().splitlines()
+                if "sent reply" in line or "step outbox" in line or "lease" in line]
+        raise AssertionError(
+            "the delivered reply was not recorded once the database was back: "
+            f"{[(r.status, r.attempts, str(r.lease_until)) for r in rows]}\n"
+            + "\n".join(seen)) from None
     assert await case_count(store, Case.status == "sent") == 1
     replies = mail_by_kind(gated_smtp)["reply"]
     assert len(replies) == 1 and set(replies.values()) == {1}, replies
