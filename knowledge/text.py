@@ -285,10 +285,17 @@ _ROUND = 9  # digits kept in a score; the ranking ties what agrees to this many
 
 
 class _StemMap(dict[str, str]):
-    """word -> stem, filled on first sight (``map(stems.__getitem__, …)`` stays in C)."""
+    """token -> stem, or "" for what :func:`words` drops; filled on first sight, so
+    ``filter(None, map(stems.__getitem__, tokens))`` does the work of ``words`` in C."""
 
-    def __missing__(self, word: str) -> str:
-        value = self[word] = stem(word)
+    def __missing__(self, token: str) -> str:
+        value = self[token] = stem(token) if len(token) > 1 and token not in STOPWORDS else ""
+        return value
+
+
+class _Ids(dict[str, int]):
+    def __missing__(self, key: str) -> int:
+        value = self[key] = len(self)
         return value
 
 
@@ -331,37 +338,47 @@ class SearchIndex:
         """The index and the vocabulary of these rows (ordered by ``num``)."""
         stems = _StemMap()
         get = stems.__getitem__
-        stem_ids: dict[str, int] = {}
-        post_stem, post_doc, post_code = array("i"), array("i"), array("B")
+        stem_ids = _Ids()
+        ident = stem_ids.__getitem__
+        # One entry per occurrence: (stem, document, field bit); bit 8 is an annotation word.
+        # Folding them into one code per (stem, document) is left to numpy.
+        post_stem, post_doc, post_bits = array("i"), array("i"), array("B")
         title_texts: list[str] = []
         keyword_texts: list[str] = []
+
+        def add(doc: int, found: list[str], bit: int) -> None:
+            post_stem.extend(map(ident, found))
+            post_doc.extend([doc] * len(found))
+            post_bits.frombytes(bytes((bit,)) * len(found))
+
         for doc, row in enumerate(rows):
-            title = list(map(get, words(row.title)))
-            keyword_lists = [list(map(get, words(k))) for k in row.keywords]
-            codes = dict.fromkeys(title, 1)
+            title = list(filter(None, map(get, tokenize(row.title))))
+            keyword_lists = [list(filter(None, map(get, tokenize(k)))) for k in row.keywords]
+            add(doc, title, 1)
             for keyword_stems in keyword_lists:
-                for s in keyword_stems:
-                    codes[s] = codes.get(s, 0) | 2
-            for s in map(get, words(row.publisher)):
-                codes[s] = codes.get(s, 0) | 4
-            for s, count in Counter(map(get, words(row.annotation))).items():
-                codes[s] = codes.get(s, 0) | (min(count, 3) << 3)
-            for s, code in codes.items():
-                sid = stem_ids.get(s)
-                if sid is None:
-                    sid = stem_ids[s] = len(stem_ids)
-                post_stem.append(sid)
-                post_doc.append(doc)
-                post_code.append(code)
+                add(doc, keyword_stems, 2)
+            add(doc, list(filter(None, map(get, tokenize(row.publisher)))), 4)
+            add(doc, list(filter(None, map(get, tokenize(row.annotation)))), 8)
             title_texts.append(f" {' '.join(title)} ")
             keyword_texts.append(" | ".join(f" {' '.join(ks)} " for ks in keyword_lists))
-        by_stem = np.frombuffer(post_stem, dtype=np.intc).astype(np.int32)
-        grouped = np.argsort(by_stem, kind="stable")  # documents stay ascending per stem
-        counts = np.bincount(by_stem, minlength=len(stem_ids))
+        size = len(rows)
+        span = max(size, 1)
+        keys = (np.frombuffer(post_stem, dtype=np.intc).astype(np.int64) * span
+                + np.frombuffer(post_doc, dtype=np.intc))
+        grouped = np.argsort(keys, kind="stable")
+        keys = keys[grouped]
+        bits = np.frombuffer(post_bits, dtype=np.uint8)[grouped]
+        starts = np.flatnonzero(np.diff(keys, prepend=-1))  # first entry of each pair
+        codes = np.zeros(len(starts), dtype=np.uint8)
+        if len(starts):
+            mentions = np.add.reduceat((bits >> 3).astype(np.int32), starts)
+            codes = (np.bitwise_or.reduceat(bits & 7, starts)
+                     | (np.minimum(mentions, 3) << 3)).astype(np.uint8)
+        unique = keys[starts]
+        counts = np.bincount(unique // span, minlength=len(stem_ids))
         offsets = np.zeros(len(stem_ids) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
 
-        size = len(rows)
         browse = sorted(range(size), key=lambda i: (rows[i].sort_key, rows[i].id))
         order = np.array(browse, dtype=np.int64)
         rank = np.empty(size, dtype=np.int64)
@@ -382,15 +399,15 @@ class SearchIndex:
                 mask[doc] = True
         index = cls(
             nums=np.array([r.num for r in rows], dtype=np.int64), rank=rank, order=order,
-            stem_ids=stem_ids, offsets=offsets,
-            post_docs=np.frombuffer(post_doc, dtype=np.intc).astype(np.int32)[grouped],
-            post_codes=np.frombuffer(post_code, dtype=np.uint8)[grouped],
+            stem_ids=dict(stem_ids), offsets=offsets,
+            post_docs=(unique % span).astype(np.int32), post_codes=codes,
             title_texts=title_texts, keyword_texts=keyword_texts, kinds=kinds,
             kind_codes=kind_codes, publishers=publishers, publisher_codes=publisher_codes,
             years=np.array([r.year or 0 for r in rows], dtype=np.int32), topics=topics,
         )
-        df = Counter({s: int(counts[sid]) for s, sid in stem_ids.items()})
-        return index, Vocabulary(documents=size, df=df, surfaces=dict(stems))
+        df = Counter({s: int(counts[i]) for s, i in stem_ids.items()})
+        surfaces = {word: s for word, s in stems.items() if s}
+        return index, Vocabulary(documents=size, df=df, surfaces=surfaces)
 
     # ---- filters -------------------------------------------------------------------------
 
