@@ -71,6 +71,10 @@ class Dispatcher:
         self.clock = clock
         self.on_sent = on_sent
         self.on_failed = on_failed
+        # Outcomes of deliveries that could not be written yet (the database was away).
+        # They are written before anything new is claimed: sending again would double them.
+        self._unrecorded: list[tuple[OutboundItem, str, str | None, DeliveryReceipt | None,
+                                     Any]] = []
 
     async def claim(self, limit: int = 20) -> list[OutboundItem]:
         now = self.clock.now()
@@ -110,6 +114,8 @@ class Dispatcher:
         """Deliver up to ``limit`` due rows, claiming each just before it is sent, so a slow
         channel never lets a lease run out on rows still waiting in this worker."""
         result = DispatchResult()
+        if not await self._record_pending():
+            return result
         for _ in range(limit):
             claimed = await self.claim(1)
             if not claimed:
@@ -132,7 +138,7 @@ class Dispatcher:
         except PermanentDeliveryError as exc:
             log.error("outbox %s (%s) failed for good: %s", item.id, item.kind,
                       redact(str(exc)))
-            await self._finish(item, "failed", str(exc), None, self.on_failed)
+            await self._outcome(item, "failed", str(exc), None, self.on_failed)
             result.failed += 1
             return
         except Exception as exc:  # a bug in a channel must not stop the other rows
@@ -142,8 +148,31 @@ class Dispatcher:
                                 self.clock.now() + backoff(item.attempts))
             result.retried += 1
             return
-        await self._finish(item, "sent", None, receipt, self.on_sent)
+        await self._outcome(item, "sent", None, receipt, self.on_sent)
         result.sent += 1
+
+    async def _outcome(self, item: OutboundItem, status: str, error: str | None,
+                       receipt: DeliveryReceipt | None, hook: Any) -> None:
+        try:
+            await self._finish(item, status, error, receipt, hook)
+        except Exception:
+            log.error("outbox %s (%s) was %s but could not be recorded yet; keeping it",
+                      item.id, item.kind, status)
+            self._unrecorded.append((item, status, error, receipt, hook))
+            raise
+
+    async def _record_pending(self) -> bool:
+        """Write the outcomes kept from earlier rounds; False while that still fails."""
+        while self._unrecorded:
+            item, status, error, receipt, hook = self._unrecorded[0]
+            try:
+                await self._finish(item, status, error, receipt, hook)
+            except Exception:
+                log.warning("outbox: %d delivered messages still to record",
+                            len(self._unrecorded))
+                return False
+            self._unrecorded.pop(0)
+        return True
 
     async def _finish(self, item: OutboundItem, status: str, error: str | None,
                       receipt: DeliveryReceipt | None, hook: Any) -> None:

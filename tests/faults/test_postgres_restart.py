@@ -128,10 +128,6 @@ def gated_smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "desk/outbox.py Dispatcher._deliver (line 145): when the database is unreachable at the "
-    "moment a delivered message is marked sent, _finish raises, the row stays 'sending' "
-    "under its 10-minute lease, and when the lease runs out the message is sent again"))
 async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_doubles_it(
     private_pg: PostgresServer, private_pg_database: str, tmp_path: Path,
     dovecot: DovecotServer, gated_smtp: SmtpServer,
