@@ -25,9 +25,10 @@ from nlp.doctext import data_of, ext_key, text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
 
-__all__ = ["ENTITY_COMPONENT", "EntityFinder", "parse_money"]
+__all__ = ["ENTITY_COMPONENT", "ENTITY_ROWS_KEY", "EntityFinder", "parse_money"]
 
 ENTITY_COMPONENT = "city311_entities"
+ENTITY_ROWS_KEY = "city311_entities"
 
 if not Doc.has_extension("entity_values"):
     Doc.set_extension("entity_values", default=None)
@@ -322,7 +323,11 @@ class EntityFinder:
                 value = f"{value}, {best}" if best else value
             values[key] = value
         doc.ents = spans
-        data_of(doc)[_VALUES] = values
+        data = data_of(doc)
+        data[_VALUES] = values
+        # The same, ready to report: (label, start, end, value) in text order.
+        data[ENTITY_ROWS_KEY] = [(s.label_, s.start_char, s.end_char,
+                                  values.get((s.start_char, s.end_char))) for s in spans]
         return doc
 
     # The component is rebuilt from the shipped word lists: nothing to save or load.

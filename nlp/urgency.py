@@ -40,10 +40,14 @@ _DEADLINE_RE = re.compile(
     re.IGNORECASE,
 )
 _DEADLINE_WEIGHT = 0.7
-# A deadline needs one of these (cheap substring tests spare most texts the regex).
-_WHEN_HINTS = ("day", "tomorrow", "tonight", "end of", "eod", "noon", "/", "jan", "feb", "mar",
-               "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "the 1", "the 2",
-               "the 3", "the 4", "the 5", "the 6", "the 7", "the 8", "the 9")
+# A deadline ends in one of these: the regular expression runs only in a window before them.
+_WHEN_WORDS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+               "tomorrow", "tonight", "today", "eod", "noon", "end of day", "end of the day",
+               "end of the week", "end of the month", "end of week", "end of month", "january",
+               "february", "march", "april", "may", "june", "july", "august", "september",
+               "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul",
+               "aug", "sep", "sept", "oct", "nov", "dec")
+_WHEN_ID = "urgency-when"
 
 
 def combine(weights: Iterable[float]) -> float:
@@ -67,12 +71,19 @@ class UrgencyDetector:
                 key = f"urgency|{cue}"
                 self.matcher.add(key, [nlp.make_doc(cue)])
                 self.cues[nlp.vocab.strings.add(key)] = (kind, cue, weight)
+        self.matcher.add(_WHEN_ID, [nlp.make_doc(w) for w in _WHEN_WORDS])
+        self.when_id = nlp.vocab.strings.add(_WHEN_ID)
 
     def __call__(self, doc: Doc) -> Doc:
         best: dict[str, tuple[float, str]] = {}
         taken: set[int] = set()
+        windows: list[tuple[int, int]] = []
         # Longest cue first, so "water main break" is one cue, not also "main break".
         for match_id, start, end in sorted(self.matcher(doc), key=lambda m: m[1] - m[2]):
+            if match_id == self.when_id:
+                span = doc[start:end]
+                windows.append((max(0, span.start_char - 70), span.end_char + 6))
+                continue
             if taken.intersection(range(start, end)):
                 continue
             taken.update(range(start, end))
@@ -80,9 +91,10 @@ class UrgencyDetector:
             if weight > best.get(cue, (0.0, ""))[0]:
                 best[cue] = (weight, f"{kind}: {cue}")
         text = text_of(doc)
-        low = text.lower()
-        if any(hint in low for hint in _WHEN_HINTS):
-            for m in _DEADLINE_RE.finditer(text):
+        if "/" in text:
+            windows.append((0, len(text)))
+        for pos, endpos in windows:
+            for m in _DEADLINE_RE.finditer(text, pos, endpos):
                 phrase = " ".join(m.group().split())
                 best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
         ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))
