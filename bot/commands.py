@@ -62,7 +62,8 @@ class Commands:
         if match is None:
             return S.STATUS_USAGE
         ref = match.group(0).upper()
-        async with self.desk.store.session() as session:
+        # A read before the ack: on SQLite a writing session would queue behind every writer.
+        async with self.desk.store.reading() as session:
             case = await self.desk.store.find_case(session, ref)
         if case is None:
             return S.NO_SUCH_CASE.format(ref=ref)
