@@ -90,6 +90,9 @@ class SpacyClassifier:
         scores = {t: float(cats.get(t, 0.0)) for t in TOPICS}
         chosen = select_topics(scores, self.config)
         data = data_of(doc)
+        triage = self.needs_triage(scores[chosen[0]], int(data.get(_CUES) or 0))
+        if triage:  # nothing stands out: offer the reviewer the three best guesses
+            chosen = sorted(TOPICS, key=lambda t: (-scores[t], t))[:3]
         text = text_of(doc)
         entities = [Entity(label, text[start:end], start, end, value)
                     for label, start, end, value in data.get(ENTITY_ROWS_KEY) or ()]
@@ -99,5 +102,5 @@ class SpacyClassifier:
             entities=entities,
             urgency=float(data.get(_URGENCY) or 0.0),
             urgency_reasons=list(data.get(_REASONS) or []),
-            needs_triage=self.needs_triage(scores[chosen[0]], int(data.get(_CUES) or 0)),
+            needs_triage=triage,
         )

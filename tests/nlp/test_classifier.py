@@ -77,7 +77,8 @@ def test_shape_of_a_classification(classifier: SpacyClassifier) -> None:
 def test_no_clear_topic_goes_to_triage(classifier: SpacyClassifier, text: str) -> None:
     result = classifier.classify(text)
     assert result.needs_triage
-    assert result.topics  # the card still shows suggestions
+    assert len(result.topics) == 3  # the card shows the three best guesses
+    assert result.topics[0].score >= result.topics[1].score >= result.topics[2].score
 
 
 def test_classify_many_matches_classify(classifier: SpacyClassifier) -> None:
