@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTACHMENT_BYTES = 10_000_000
 _MAX_DEPTH = 40  # MIME nesting deeper than this is hostile or broken
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_BARE_MSGID = re.compile(r"[^\s<>,;\"]+@[^\s<>,;\"]+")
+# Splitting first keeps this linear: a regex search for bare ids backtracks quadratically on a
+# long header with no "@" in it (a hostile References header would stall the intake).
+_ID_DELIMITERS = re.compile(r"[\s<>,;\"]+")
+_SURROGATE = re.compile("[\udc80-\udcff]")
 _HTML_SNIFF = re.compile(r"^\s*(?:<!doctype\s+html|<html|<head|<body|<div|<p[\s>]|<table|<span)",
                          re.IGNORECASE)
 # Report parts that are machine-readable detail, not attachments a person sent.
@@ -286,7 +289,7 @@ def decode_words(value: Any, problems: list[str], name: str = "header") -> str:
 
 def _unescape(text: str) -> str:
     """Raw 8-bit header bytes arrive as surrogate escapes: decode them properly."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+    if not _SURROGATE.search(text):  # a regex: a character loop is slow on huge headers
         return text
     return decode_bytes(text.encode("utf-8", "surrogateescape"), None)[0]
 
@@ -334,7 +337,7 @@ def _message_ids(value: str) -> list[str]:
     """Message-IDs in angle brackets, as ``<id@host>``; bare ``id@host`` tokens are bracketed."""
     found = [f"<{m}>" for m in _MSGID.findall(value)]
     if not found:
-        found = [f"<{m}>" for m in _BARE_MSGID.findall(value)]
+        found = [f"<{t}>" for t in _ID_DELIMITERS.split(value) if "@" in t[1:-1]]
     return list(dict.fromkeys(found))
 
 
