@@ -101,11 +101,26 @@ class ImapConnection:
 
     async def _call(self, awaitable: Any, what: str) -> Any:
         try:
-            return await asyncio.wait_for(awaitable, self.timeout)
+            return await asyncio.wait_for(self._unless_lost(awaitable, what), self.timeout)
         except TimeoutError as exc:
             raise ImapError(f"{what} timed out after {self.timeout:.0f}s") from exc
         except (OSError, aioimaplib.AioImapException) as exc:
             raise ImapError(f"{what} failed: {exc!r}") from exc
+
+    async def _unless_lost(self, awaitable: Any, what: str) -> Any:
+        """Await a command, or fail as soon as the connection drops: aioimaplib leaves
+        pending commands waiting (until their timeout) when the server hangs up."""
+        work = asyncio.ensure_future(awaitable)
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result()
+        raise ImapError(f"{what}: the connection was lost")
 
     async def _ok(self, awaitable: Any, what: str) -> list[Any]:
         response = await self._call(awaitable, what)
@@ -194,7 +209,8 @@ class ImapConnection:
         client = self._client
         self._drain_pushes()
         try:
-            idle = await asyncio.wait_for(client.idle_start(timeout=seconds + 60), self.timeout)
+            idle = await asyncio.wait_for(
+                self._unless_lost(client.idle_start(timeout=seconds + 60), "IDLE"), self.timeout)
         except TimeoutError as exc:
             raise ImapError("IDLE was not acknowledged") from exc
         except (OSError, aioimaplib.AioImapException) as exc:
@@ -215,7 +231,8 @@ class ImapConnection:
             push.result() != aioimaplib.STOP_WAIT_SERVER_PUSH)
         client.idle_done()
         try:
-            await asyncio.wait_for(idle, self.timeout)
+            # A server that says BYE and hangs up never answers DONE.
+            await asyncio.wait_for(self._unless_lost(idle, "IDLE"), self.timeout)
         except TimeoutError as exc:
             raise ImapError("IDLE did not end after DONE") from exc
         except (OSError, aioimaplib.AioImapException) as exc:

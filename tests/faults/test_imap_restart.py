@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from city311.wiring import Service
 from desk.models import MailboxState
+from mail.imap import ImapConnection, ImapError
 from tests.faults.harness import (
     WorkerProcess,
     approve_all,
@@ -78,11 +79,11 @@ async def test_intake_reconnects_after_an_imap_restart_and_catches_up(
                      workers=pool)
     # The intake is back in IDLE now. Take the server away under it (the test server's own
     # stop and start, without removing its maildir).
-    lost_before = worker.count("connection lost during IDLE")
+    reconnects = worker.count("reconnecting in")
     await asyncio.to_thread(dovecot._terminate)
 
     async def noticed() -> bool:
-        return worker.count("connection lost during IDLE") > lost_before
+        return worker.count("reconnecting in") > reconnects
 
     await wait_until(noticed, timeout=30, what="the intake to notice", workers=pool)
     await asyncio.to_thread(drop_into_maildir, dovecot,
@@ -112,3 +113,53 @@ async def test_intake_reconnects_after_an_imap_restart_and_catches_up(
     await asyncio.sleep(1.0)  # let any stray second attempt show itself before counting
     assert worker.alive, worker.tail()
     await assert_everything_once(store, smtp_server, question_ids(range(3 * BATCH)))
+
+
+async def _bye_then_hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An IMAP server shutting down the way Dovecot sometimes does: during IDLE it says BYE,
+    reads the client's DONE, and closes the connection without answering it."""
+    writer.write(b"* OK [CAPABILITY IMAP4rev1 IDLE] ready\r\n")
+    await writer.drain()
+    try:
+        while line := await reader.readline():
+            tag, _, rest = line.decode().strip().partition(" ")
+            command = rest.split(" ", 1)[0].upper()
+            if command == "CAPABILITY":
+                writer.write(f"* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n".encode())
+            elif command == "LOGIN":
+                writer.write(f"{tag} OK logged in\r\n".encode())
+            elif command == "SELECT":
+                writer.write(f"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 1] ok\r\n"
+                             f"{tag} OK [READ-WRITE] selected\r\n".encode())
+            elif command == "IDLE":
+                writer.write(b"+ idling\r\n")
+                await writer.drain()
+                writer.write(b"* BYE Server shutting down.\r\n")
+                await writer.drain()
+                await reader.readline()  # DONE, never answered
+                break
+            else:
+                writer.write(f"{tag} BAD unexpected\r\n".encode())
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def test_a_server_that_says_bye_during_idle_is_noticed_at_once() -> None:
+    # Dovecot stopping under an IDLE client may send BYE before it closes the connection;
+    # the client then ends IDLE with DONE, which nobody will ever answer.
+    server = await asyncio.start_server(_bye_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # A command timeout far beyond the test's patience: only noticing the hang-up
+        # itself ends the wait in time.
+        conn = await ImapConnection.open("127.0.0.1", port, "plain", "intake", "secret",
+                                         command_timeout=600)
+        await conn.select("INBOX")
+        with pytest.raises(ImapError):
+            await asyncio.wait_for(conn.idle(600, asyncio.Event()), 15)
+        assert conn.lost.is_set()
+        await conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()

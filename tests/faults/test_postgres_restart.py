@@ -170,8 +170,8 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
         rows = await outbox_rows(store, Outbox.kind == "reply")
         return bool(rows) and all(r.status == "sent" for r in rows)
 
-    # Once the database is back the worker records what it sent, well within a minute
-    # (and a second send is never due).
+    # Once the database is back the worker records what it sent, at once: not when a
+    # 10-minute lease runs out, and without sending it again.
     try:
         await wait_until(recorded, timeout=20, what="the sent reply recorded", workers=pool)
     except AssertionError:
