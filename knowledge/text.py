@@ -467,6 +467,33 @@ class SearchIndex:
             return KEYWORD_PHRASE
         return 1.0
 
+    def _phrases(self, terms: Sequence[Term], docs: npt.NDArray[np.intp],
+                 full: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64],
+                 rest: int) -> None:
+        """Apply the phrase bonus to the documents that hold it and could reach the page.
+
+        Only documents holding every term can hold them as a phrase. They are tested best
+        first, and the test stops once the next one, even with the bonus, falls below the
+        page's last score (which only rises as bonuses are given). ``rest`` is how many
+        matches lie below the page (negative when the page holds them all)."""
+        phrase = f" {' '.join(t.stem for t in terms)} "
+        todo = np.flatnonzero(full)
+        slack = 10.0 ** -_ROUND
+        if rest > 0:
+            todo = todo[np.argsort(-scores[todo], kind="stable")]
+        titles, keywords = self.title_texts, self.keyword_texts
+        for begin in range(0, len(todo), 64):
+            if rest > 0:
+                kth = np.partition(np.round(scores, _ROUND), rest)[rest]
+                if scores[todo[begin]] * TITLE_PHRASE < kth - slack:
+                    return
+            for i in todo[begin:begin + 64].tolist():
+                doc = int(docs[i])
+                if phrase in titles[doc]:
+                    scores[i] *= TITLE_PHRASE
+                elif phrase in keywords[doc]:
+                    scores[i] *= KEYWORD_PHRASE
+
     def search(self, terms: Sequence[Term], allowed: Mask | None, start: int, stop: int, *,
                every_first: bool = True, enough: int = 20
                ) -> tuple[int, list[tuple[int, float]]]:
@@ -489,17 +516,7 @@ class SearchIndex:
         coverage = matched[docs] / n
         scores = total[docs] * (0.25 + coverage * coverage)
         if n > 1:
-            # Only documents holding every term can hold them as a phrase; test those that
-            # could reach the page with the bonus.
-            phrase = f" {' '.join(t.stem for t in terms)} "
-            full = matched[docs] == n
-            if stop < count:
-                kth = np.partition(np.round(scores, _ROUND), count - stop)[count - stop]
-                full &= scores * TITLE_PHRASE >= kth - 10.0 ** -_ROUND
-            for i in np.flatnonzero(full).tolist():
-                factor = self._phrase(int(docs[i]), phrase)
-                if factor != 1.0:
-                    scores[i] *= factor
+            self._phrases(terms, docs, matched[docs] == n, scores, count - stop)
         keys = np.round(scores, _ROUND)
         if stop < count:
             kth = np.partition(keys, count - stop)[count - stop]
