@@ -29,13 +29,12 @@ from tests.support import FakeClock
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
 FLOOD_SENDER = "mayor@fallriverma.org"
-FLOOD = 150
+FLOOD = 100
 OTHERS = ["chief@miamigov.com", "clerk@comptoncity.org", "finance@wycokck.org",
           "manager@lynwood.ca.us", "planner@fallriverma.gov"]
 QUESTIONS = [
     "How do other cities improve their bond rating after a downgrade?",
     "What programs help reduce violent crime downtown?",
-    "How should we update our zoning code for accessory dwelling units?",
 ]
 FLOOD_LIMIT = 20  # CITY311_FLOOD_PER_SENDER_PER_HOUR default
 ACK_LIMIT = 5  # MAIL_ACK_PER_SENDER_PER_HOUR default
@@ -57,7 +56,7 @@ async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout: float 
 
 
 def _mail() -> list[tuple[str, bytes]]:
-    """The flood, with three questions from each of five other senders woven through it."""
+    """The flood, with two questions from each of five other senders woven through it."""
     out: list[tuple[str, bytes]] = []
     others = [(sender, q) for q in QUESTIONS for sender in OTHERS]
     for n in range(FLOOD):
