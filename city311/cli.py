@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from city311.logs import configure_logging
@@ -24,7 +23,6 @@ from desk.errors import DeskError, InputError
 from desk.migrate import downgrade, upgrade
 from desk.redact import redact
 from desk.settings import Settings, load_settings
-from knowledge.library import ensure_seeded
 
 __all__ = ["app", "main"]
 
@@ -56,11 +54,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def with_service(
-    body: Callable[[Service], Awaitable[T]], *, with_classifier: bool = False
+    body: Callable[[Service], Awaitable[T]], *, with_classifier: bool = False,
+    library: bool = True,
 ) -> T:
     service = await build_service(settings(), with_classifier=with_classifier)
     try:
-        await _seed(service)
+        await _seed(service, library=library)
         return await body(service)
     finally:
         await service.close()
@@ -81,12 +80,16 @@ def _print_banner(service: Service, parts: str) -> None:
     typer.echo(f"database: {service.store.dialect}")
 
 
-async def _seed(service: Service) -> None:
+async def _seed(service: Service, *, library: bool = True) -> None:
+    """The embedded default has data: the network's first cities and the shipped library."""
     async with service.store.session() as session:
         empty = not await service.store.list_cities(session)
     if empty:
         await import_cities(service.store, shipped_cities(), service.clock.now())
-    await ensure_seeded(service.store)
+    if library:
+        from knowledge.library import ensure_seeded
+
+        await ensure_seeded(service.store)
 
 
 def _quiet_server() -> type[Any]:
@@ -202,7 +205,7 @@ def cities_add(name: str, state: str,
                                                 service.clock.now())
             return f"{city.label}: {', '.join(d.domain for d in city.domains) or 'no domains'}"
 
-    typer.echo(run(with_service(body)))
+    typer.echo(run(with_service(body, library=False)))
 
 
 @cities_app.command("list")
@@ -215,7 +218,7 @@ def cities_list(as_json: bool = typer.Option(False, "--json")) -> None:
                      "domains": [d.domain for d in c.domains]}
                     for c in await service.store.list_cities(session)]
 
-    rows = run(with_service(body))
+    rows = run(with_service(body, library=False))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -231,7 +234,7 @@ def cities_import(file: Path) -> None:
     async def body(service: Service) -> int:
         return await import_cities(service.store, rows, service.clock.now())
 
-    typer.echo(f"imported {run(with_service(body))} cities")
+    typer.echo(f"imported {run(with_service(body, library=False))} cities")
 
 
 # ---- SLA -------------------------------------------------------------------------------------
@@ -324,17 +327,18 @@ def main() -> None:
     except DeskError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (SQLAlchemyError, CommandError) as exc:
-        detail = getattr(exc, "orig", None) or exc
-        first = str(detail).strip().splitlines()[0] if str(detail).strip() else type(exc).__name__
-        typer.echo(f"error: database (DATABASE_URL): {redact(first)}", err=True)
-        sys.exit(2)
+    except SQLAlchemyError as exc:
+        _database_error(exc)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
+        from alembic.util import CommandError
+
+        if isinstance(exc, CommandError):
+            _database_error(exc)
         # Usage errors come from typer's own copy of click: duck-type them.
         show = getattr(exc, "show", None)
         if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
@@ -344,3 +348,10 @@ def main() -> None:
             typer.echo(f"error: {redact(str(exc)) or type(exc).__name__}", err=True)
             sys.exit(1)
         raise
+
+
+def _database_error(exc: Exception) -> None:
+    detail = getattr(exc, "orig", None) or exc
+    first = str(detail).strip().splitlines()[0] if str(detail).strip() else type(exc).__name__
+    typer.echo(f"error: database (DATABASE_URL): {redact(first)}", err=True)
+    sys.exit(2)

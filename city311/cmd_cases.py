@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
                     query = query.where(Case.status == status)
                 return [_summary(c) for c in (await session.execute(query)).scalars()]
 
-        rows = run(with_service(body))
+        rows = run(with_service(body, library=False))
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                         "history": [{"at": e.at.isoformat(), "actor": e.actor, "kind": e.kind}
                                     for e in events]}
 
-        data = run(with_service(body))
+        data = run(with_service(body, library=False))
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
             case = await service.desk.approve(ref, _actor())
             return f"{case.ref} approved; the reply is queued for {case.channel}"
 
-        typer.echo(run(with_service(body)))
+        typer.echo(run(with_service(body, library=False)))
 
     @cases.command("reject")
     def reject(ref: str, reason: str = typer.Option(..., help="why"),
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             case = await service.desk.reject(ref, _actor(), reason, send_decline=decline)
             return f"{case.ref} rejected"
 
-        typer.echo(run(with_service(body)))
+        typer.echo(run(with_service(body, library=False)))
 
     @cases.command("close")
     def close(ref: str, note: str = typer.Option("", help="a closing note")) -> None:
@@ -119,4 +119,4 @@ def register(app: typer.Typer) -> None:
             case = await service.desk.close(ref, _actor(), note)
             return f"{case.ref} closed"
 
-        typer.echo(run(with_service(body)))
+        typer.echo(run(with_service(body, library=False)))

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.app import SlackBot
 from desk.envelope import InboundMessage
 from desk.errors import ConfigError
 from desk.followups import FollowUps
@@ -20,10 +19,6 @@ from desk.reminders import Reminders
 from desk.settings import Settings
 from desk.sla import BusinessCalendar
 from desk.store import Store
-from knowledge.drafting import LibraryDrafter
-from mail.delivery import EmailChannel
-from mail.intake import ImapIntake
-from nlp import load_classifier
 
 __all__ = ["Service", "build_service", "build_store"]
 
@@ -77,6 +72,10 @@ def build_store(settings: Settings) -> Store:
 
 
 def build_classifier(settings: Settings) -> Classifier:
+    # The channel and NLP packages are imported when first needed: a quick command such as
+    # `city311 cities list` should not pay for spaCy and Slack's SDK.
+    from nlp import load_classifier
+
     return load_classifier()
 
 
@@ -92,6 +91,8 @@ async def build_service(
     calendar = BusinessCalendar(settings.sla)
     if classifier is None and with_classifier:
         classifier = await asyncio.to_thread(build_classifier, settings)
+    from knowledge.drafting import LibraryDrafter
+
     drafter = LibraryDrafter(store)
     parts: dict[str, Any] = {"drafter": drafter}
     desk = Desk(
@@ -112,10 +113,16 @@ async def build_service(
                           organizer_name=settings.mail.from_name)
     parts["followups"] = followups
     if settings.mail.delivery_enabled:
+        from mail.delivery import EmailChannel
+
         channels["email"] = EmailChannel(settings.mail)
     if settings.mail.intake_enabled:
+        from mail.intake import ImapIntake
+
         parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound)
     if settings.slack.enabled:
+        from bot.app import SlackBot
+
         bot = SlackBot(settings.slack, desk, wake=service.wake,
                        public_url=settings.web.public_url, followups=followups)
         parts["slack"] = bot

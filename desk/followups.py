@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import dateparser
 from icalendar import Calendar, Event, vCalAddress, vText
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -501,6 +500,8 @@ def parse_when(text: str, calendar: BusinessCalendar, now: datetime) -> datetime
     if not cleaned:
         raise InputError("say when, e.g. 'next Tuesday 2pm'")
     base = calendar.local(now).replace(tzinfo=None)
+    import dateparser  # slow to import; only scheduling needs it
+
     parsed = dateparser.parse(cleaned, languages=["en"], settings={
         "TIMEZONE": str(calendar.zone), "RETURN_AS_TIMEZONE_AWARE": True,
         "PREFER_DATES_FROM": "future", "RELATIVE_BASE": base,
