@@ -52,6 +52,7 @@ __all__ = [
     "question_ids",
     "sender",
         "wait_until",
+    "wait_drained",
     "worker_env",
 ]
 
@@ -281,6 +282,23 @@ async def drained(store: Store, channels: Iterable[str] = ("email", "slack")) ->
     """True when no outbox row of these channels is waiting or being sent."""
     return not await outbox_rows(store, Outbox.channel.in_(list(channels)),
                                  Outbox.status.in_(("pending", "sending")))
+
+
+async def wait_drained(store: Store, workers: Iterable[WorkerProcess], *, timeout: float,
+                       channels: Iterable[str] = ("email", "slack")) -> None:
+    """Wait for the outbox to drain; on timeout, say which rows are stuck and why."""
+    channels = list(channels)
+    try:
+        await wait_until(lambda: drained(store, channels), timeout=timeout,
+                         what="the outbox drained", workers=workers)
+    except AssertionError as exc:
+        stuck = await outbox_rows(store, Outbox.channel.in_(channels),
+                                  Outbox.status.in_(("pending", "sending")))
+        detail = "\n".join(
+            f"outbox {r.id} {r.kind} {r.status} attempts={r.attempts} "
+            f"next={r.next_attempt_at} lease={r.lease_until} error={r.last_error!r}"
+            for r in stuck)
+        raise AssertionError(f"stuck outbox rows:\n{detail}\n{exc}") from None
 
 
 def question_ids(numbers: Iterable[int], tag: str = "q") -> set[str]:

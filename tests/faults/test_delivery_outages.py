@@ -19,11 +19,11 @@ from tests.faults.harness import (
     assert_everything_once,
     card_posts,
     case_count,
-    drained,
     mail_by_kind,
     outbox_rows,
     question,
     question_ids,
+    wait_drained,
     wait_until,
     worker_env,
 )
@@ -89,13 +89,11 @@ async def test_outages_delay_delivery_but_everything_arrives_once(
     slack_api.fail("chat.update", status=500, times=2)
     await approve_all(service, QUESTIONS)
 
-    async def settled() -> bool:
-        if len(mail_by_kind(smtp_server)["reply"]) < QUESTIONS:
-            return False
-        return await drained(store)
+    async def replied() -> bool:
+        return len(mail_by_kind(smtp_server)["reply"]) >= QUESTIONS
 
-    await wait_until(settled, timeout=120, what="replies and card updates delivered",
-                     workers=pool)
+    await wait_until(replied, timeout=120, what="every reply", workers=pool)
+    await wait_drained(store, pool, timeout=120)
     await asyncio.sleep(1.0)  # let any stray second attempt show itself before counting
 
     assert worker.alive, worker.tail()

@@ -20,10 +20,10 @@ from tests.faults.harness import (
     approve_all,
     assert_everything_once,
     case_count,
-    drained,
     mail_by_kind,
     question,
     question_ids,
+    wait_drained,
     wait_until,
     worker_env,
 )
@@ -108,8 +108,7 @@ async def test_intake_reconnects_after_an_imap_restart_and_catches_up(
         return len(mail_by_kind(smtp_server)["reply"]) >= 3 * BATCH
 
     await wait_until(replied, timeout=60, what="every reply", workers=pool)
-    await wait_until(lambda: drained(store, ["email"]), timeout=60, what="the outbox drained",
-                     workers=pool)
+    await wait_drained(store, pool, timeout=60, channels=["email"])
     await asyncio.sleep(1.0)  # let any stray second attempt show itself before counting
     assert worker.alive, worker.tail()
     await assert_everything_once(store, smtp_server, question_ids(range(3 * BATCH)))

@@ -20,11 +20,11 @@ from tests.faults.harness import (
     card_posts,
     case_count,
     drafted,
-    drained,
     mail_by_kind,
     outbox_rows,
     question,
     question_ids,
+    wait_drained,
     wait_until,
     worker_env,
 )
@@ -35,7 +35,7 @@ from tests.servers.smtp import RecordingHandler, SmtpServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.dovecot]
 
-BATCH = 6
+BATCH = 4
 
 
 async def test_worker_recovers_from_a_database_restart_and_loses_nothing(
@@ -69,6 +69,9 @@ async def test_worker_recovers_from_a_database_restart_and_loses_nothing(
 
     await wait_until(lambda: replied(BATCH), timeout=60, what="the first replies",
                      workers=pool)
+    # The outage starts with the outbox idle; deliveries caught mid-flight by it are the
+    # subject of the tests further down, where the timing is held still.
+    await wait_drained(store, pool, timeout=60)
 
     # The database goes down; mail keeps arriving at the IMAP server meanwhile.
     retries_before = worker.count("mail intake failed; reconnecting")
@@ -90,8 +93,7 @@ async def test_worker_recovers_from_a_database_restart_and_loses_nothing(
     await approve_all(service, 2 * BATCH)
     await wait_until(lambda: replied(3 * BATCH), timeout=120, what="every reply",
                      workers=pool)
-    await wait_until(lambda: drained(store), timeout=60, what="the outbox drained",
-                     workers=pool)
+    await wait_drained(store, pool, timeout=60)
     # Let any stray second attempt show itself before counting.
     await asyncio.sleep(1.0)
 
@@ -182,6 +184,66 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
             "the delivered reply was not recorded once the database was back: "
             f"{[(r.status, r.attempts, str(r.lease_until)) for r in rows]}\n"
             + "\n".join(seen)) from None
+    assert await case_count(store, Case.status == "sent") == 1
+    replies = mail_by_kind(gated_smtp)["reply"]
+    assert len(replies) == 1 and set(replies.values()) == {1}, replies
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "desk/outbox.py Dispatcher._deliver (lines 135 and 147): when a delivery fails "
+    "transiently while the database is away, _release (which puts the row back to pending) "
+    "raises too and is not kept for later like an unrecorded outcome, so the row stays "
+    "'sending' under its 10-minute LEASE and is retried only when the lease runs out"))
+async def test_database_down_while_a_reply_is_deferred_retries_it_once_the_database_is_back(
+    private_pg: PostgresServer, private_pg_database: str, tmp_path: Path,
+    dovecot: DovecotServer, gated_smtp: SmtpServer,
+    workers: Callable[[str, dict[str, str]], WorkerProcess],
+    service_for: Callable[[str], Awaitable[Service]],
+) -> None:
+    service = await service_for(private_pg_database)
+    store = service.store
+    handler = gated_smtp.handler
+    assert isinstance(handler, GatedHandler)
+    worker = workers("worker", worker_env(private_pg_database, tmp_path / "data",
+                                          dovecot=dovecot, smtp=gated_smtp))
+    pool = [worker]
+
+    async def acknowledged() -> bool:
+        return len(mail_by_kind(gated_smtp)["ack"]) == 1
+
+    await asyncio.to_thread(dovecot.deliver, question(0))
+    await wait_until(acknowledged, timeout=180, what="the question acknowledged", workers=pool)
+    await wait_until(lambda: drafted(store, 1), timeout=60, what="the draft", workers=pool)
+
+    # The reply reaches the SMTP server, which defers it (451) only once the database is
+    # down: the worker must put the row back for a retry and cannot write that down.
+    handler.gate.clear()
+    await approve_all(service, 1)
+    await asyncio.to_thread(handler.waiting.wait, 60)
+    assert handler.waiting.is_set(), worker.tail()
+    await asyncio.to_thread(private_pg.stop_server, "fast")
+    gated_smtp.refuse("451 4.3.0 Try again later")
+    handler.gate.set()
+
+    async def deferred() -> bool:
+        return worker.count("will retry in") > 0
+
+    await wait_until(deferred, timeout=30, what="the reply deferred", workers=pool)
+    await asyncio.sleep(1.0)  # the worker meets the outage while scheduling the retry
+    await asyncio.to_thread(private_pg.start_server)
+
+    async def replied() -> bool:
+        return len(mail_by_kind(gated_smtp)["reply"]) == 1
+
+    # A deferred reply is retried after its backoff (seconds), not after a lease (minutes).
+    try:
+        await wait_until(replied, timeout=30, what="the reply retried", workers=pool)
+    except AssertionError:
+        rows = await outbox_rows(store, Outbox.kind == "reply")
+        raise AssertionError(
+            "the deferred reply was not retried once the database was back: "
+            f"{[(r.status, r.attempts, str(r.lease_until)) for r in rows]}") from None
+    await wait_drained(store, pool, timeout=30, channels=["email"])
     assert await case_count(store, Case.status == "sent") == 1
     replies = mail_by_kind(gated_smtp)["reply"]
     assert len(replies) == 1 and set(replies.values()) == {1}, replies
