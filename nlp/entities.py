@@ -173,6 +173,20 @@ def _date_value(m: re.Match[str]) -> str | None:
     return None
 
 
+def _non_overlapping(spans: list[Span]) -> list[Span]:
+    """``spacy.util.filter_spans`` (longest first, then earliest), without its sort when the
+    spans do not overlap, which is nearly always."""
+    if len(spans) < 2:
+        return spans
+    ordered = sorted(spans, key=lambda s: s.start)
+    end = -1
+    for span in ordered:
+        if span.start < end:
+            return filter_spans(spans)
+        end = span.end
+    return ordered
+
+
 class EntityFinder:
     """Finds entities and writes ``doc.ents`` and ``doc._.entity_values``."""
 
@@ -305,7 +319,7 @@ class EntityFinder:
                 if date is not None:
                     add(m.start(), m.end(), "DATE", date)
         values: dict[tuple[int, int], str | None] = {}
-        spans = filter_spans([span for span, _ in found])
+        spans = _non_overlapping([span for span, _ in found])
         kept = {(s.start_char, s.end_char, s.label_) for s in spans}
         codes = {v for s, v in found if s.label_ == "STATE" and v
                  and (s.start_char, s.end_char, "STATE") in kept}

@@ -300,6 +300,15 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "First Amendment", "constitutional", "preemption", "preempt", "city attorney",
         "attorney general", "collective bargaining", "union", "quorum", "executive session",
         "veto", "referendum", "ballot", "consent decree", "indemnify", "immunity",
+        # First-person questions of authority, the way officials actually ask them.
+        "are we allowed", "is it legal", "is it lawful", "can our council", "may our council",
+        "can the council", "may the council", "can the mayor", "may the mayor", "allowed to",
+        "prohibited", "prohibit", "under state law", "state statute", "statutes",
+        "attorney general opinion", "AG opinion", "legal opinion", "closed session",
+        "special meeting", "public hearing notice", "recuse", "abstain", "nepotism",
+        "gift of public funds", "public purpose", "due process",
+        "alderman", "aldermen", "vote", "voting", "tie vote",
+        "RCW", "General Statutes", "ordinance", "codified",
     ),
     "community_services": (
         "pickleball", "community garden", "Spanish-speaking", "translation", "interpretation",
