@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 500
 CANDIDATES = 400  # rows the database's index hands to the shared ranking (large libraries)
-INDEX_LIMIT = 250_000  # resources held in memory for ranking (about 300 bytes each)
+INDEX_LIMIT = 250_000  # resources ranked in memory (the index takes about 450 bytes each)
 VERSION_KEY = "version"
 VERSION_CHECK_SECONDS = 1.0
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
