@@ -16,11 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import numpy
 import spacy
 from spacy.attrs import NORM
 from spacy.lang.en import English
 from spacy.language import Language
-from spacy.ml.extract_ngrams import extract_ngrams
 from spacy.ml.models.textcat import NEG_VALUE, resize_and_set_ref
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -48,14 +48,13 @@ log = logging.getLogger(__name__)
 
 TEXTCAT = "textcat_multilabel"
 LANG = "city311_en"
-BOW_ARCHITECTURE = "city311.TextCatBOW.v1"
+BOW_ARCHITECTURE = "city311.TextCatBOW.v2"
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything that shapes the trained model; part of the build hash."""
 
-    ngram_size: int = 1
     length: int = 2**15
     epochs: int = 10
     dropout: float = 0.2
@@ -99,20 +98,48 @@ class City311English(English):  # type: ignore[no-untyped-call]
 registry.languages.register(LANG, func=City311English)
 
 
+def _unigram_forward(model: Model[Any, Any], docs: list[Doc], is_train: bool,
+                     ) -> tuple[tuple[Any, Any, Any], Any]:
+    """spaCy's ``extract_ngrams(1, NORM)``: each doc's distinct NORMs (sorted) and their counts.
+    One sort for the whole batch instead of a ``numpy.unique`` per doc."""
+    arrays = [doc.to_array(NORM) for doc in docs]
+    if not arrays:
+        empty = numpy.zeros((0,), dtype="uint64")
+        return (empty, numpy.zeros((0,), dtype="f"), numpy.zeros((0,), dtype="int32")), _no_grad
+    sizes = numpy.fromiter((a.shape[0] for a in arrays), dtype="int64", count=len(arrays))
+    keys = numpy.concatenate(arrays)
+    owner = numpy.repeat(numpy.arange(len(arrays)), sizes)
+    order = numpy.lexsort((keys, owner))  # by doc, then by key
+    keys, owner = keys[order], owner[order]
+    first = numpy.ones(keys.shape[0], dtype=bool)
+    first[1:] = (keys[1:] != keys[:-1]) | (owner[1:] != owner[:-1])
+    starts = numpy.flatnonzero(first)
+    counts = numpy.diff(numpy.append(starts, keys.shape[0]))
+    lengths = numpy.bincount(owner[starts], minlength=len(arrays)).astype("int32")
+    return (keys[starts], counts.astype("f"), lengths), _no_grad
+
+
+def _no_grad(dY: Any) -> list[Any]:
+    return []
+
+
+def extract_unigrams() -> Model[Any, Any]:
+    return Model("city311_unigrams", _unigram_forward)
+
+
 def build_bow_classifier(
     exclusive_classes: bool = False,
-    ngram_size: int = 2,
     length: int = 2**17,
     nO: int | None = None,
 ) -> Model[Any, Any]:
-    """spaCy's TextCatBOW.v3, reading NORM (our stems) instead of ORTH."""
+    """spaCy's TextCatBOW.v3 over unigrams of NORM (our stems) instead of ORTH n-grams."""
     length = 2 ** (length - 1).bit_length()
     sparse_linear = SparseLinear_v2(nO=nO, length=length)
     resizable_layer: Model[Any, Any] = resizable(
         sparse_linear,
         resize_layer=partial(resize_linear_weighted, fill_defaults={"b": NEG_VALUE, "W": 0}),
     )
-    model: Model[Any, Any] = chain(extract_ngrams(ngram_size, attr=NORM), resizable_layer)
+    model: Model[Any, Any] = chain(extract_unigrams(), resizable_layer)
     model = with_cpu(model, model.ops)
     output = Logistic()
     model = chain(model, with_cpu(output, output.ops))
@@ -136,7 +163,6 @@ def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Langu
             "model": {
                 "@architectures": BOW_ARCHITECTURE,
                 "exclusive_classes": False,
-                "ngram_size": config.ngram_size,
                 "length": config.length,
             },
         })
