@@ -337,15 +337,15 @@ async def measure(rounds: int, cases: int, folder: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="2 rounds of 50")
-    parser.add_argument("--rounds", type=int, help="rounds of 50 requests (default 6)")
+    parser.add_argument("--rounds", type=int, help="rounds of 50 requests (default 5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    rounds = args.rounds or (2 if args.quick else 6)
+    rounds = args.rounds or (2 if args.quick else 5)
     load_before = load_average()
     with tempfile.TemporaryDirectory() as folder:
         try:
-            figures = asyncio.run(measure(rounds, 4 if args.quick else 10, Path(folder)))
+            figures = asyncio.run(measure(rounds, 3 if args.quick else 6, Path(folder)))
         except Exception:
             log_path = Path(folder) / "serve.log"
             if log_path.exists():

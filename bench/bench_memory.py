@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     python_peak = bare_peak("pass")
     with tempfile.TemporaryDirectory() as folder:
         try:
-            figures = asyncio.run(measure(2 if args.quick else 20, Path(folder)))
+            figures = asyncio.run(measure(2 if args.quick else 10, Path(folder)))
         except Exception:
             log_path = Path(folder) / "serve.log"
             if log_path.exists():
