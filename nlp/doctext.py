@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from spacy.language import Language
 from spacy.tokens import Doc
 
-__all__ = ["TEXT_KEY", "data_of", "ext_key", "text_of"]
+__all__ = ["TEXT_KEY", "data_of", "ext_key", "pattern_doc", "text_of"]
 
 TEXT_KEY = "city311_text"
 
@@ -30,3 +31,14 @@ def ext_key(name: str) -> tuple[str, str, None, None]:
 def data_of(doc: Doc) -> dict[Any, Any]:
     """``doc.user_data`` (typed by spaCy as keyed by str; extension keys are tuples)."""
     return cast(dict[Any, Any], doc.user_data)
+
+
+def pattern_doc(nlp: Language, text: str) -> Doc:
+    """A matcher pattern as the tokenizer would split it. Plain words (letters only, no special
+    case) split on spaces alone, so they skip the tokenizer: the components build a few thousand
+    patterns at load, and the tokenizer's cold cache made that most of the load time."""
+    words = text.split(" ")
+    rules = getattr(nlp.tokenizer, "rules", None) or {}
+    if all(w.isalpha() and w not in rules for w in words):
+        return Doc(nlp.vocab, words=words)
+    return nlp.make_doc(text)

@@ -21,7 +21,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from nlp.doctext import data_of, ext_key, text_of
+from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
 
@@ -230,7 +230,7 @@ class EntityFinder:
     def _add(self, nlp: Language, strings: object, label: str, value: str,
              forms: Iterable[str]) -> None:
         key = f"{label}|{value}"
-        self.matcher.add(key, [nlp.make_doc(form) for form in dict.fromkeys(forms)])
+        self.matcher.add(key, [pattern_doc(nlp, form) for form in dict.fromkeys(forms)])
         self.keys[nlp.vocab.strings.add(key)] = (label, value)
 
     def _place_prefix(self, words: list[str], state: str | None) -> tuple[int, str] | None:

@@ -16,7 +16,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS
-from nlp.doctext import data_of, ext_key
+from nlp.doctext import data_of, ext_key, pattern_doc
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
@@ -52,8 +52,8 @@ class TopicPrior:
         for topic, cues in TOPIC_CUES.items():
             key = nlp.vocab.strings.add(f"cue|{topic}")
             self.topic_of[key] = topic
-            exact = [nlp.make_doc(c) for c in cues if _is_acronym(c)]
-            stems = [_stemmed(nlp.make_doc(c)) for c in cues if not _is_acronym(c)]
+            exact = [pattern_doc(nlp, c) for c in cues if _is_acronym(c)]
+            stems = [_stemmed(pattern_doc(nlp, c)) for c in cues if not _is_acronym(c)]
             if exact:
                 self.exact.add(f"cue|{topic}", exact)
             if stems:

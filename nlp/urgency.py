@@ -14,7 +14,7 @@ from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from nlp.doctext import data_of, ext_key, text_of
+from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
 
 __all__ = ["URGENCY_COMPONENT", "UrgencyDetector", "combine"]
@@ -69,9 +69,9 @@ class UrgencyDetector:
                            ("time pressure", TIME_PRESSURE_CUES)):
             for cue, weight in cues.items():
                 key = f"urgency|{cue}"
-                self.matcher.add(key, [nlp.make_doc(cue)])
+                self.matcher.add(key, [pattern_doc(nlp, cue)])
                 self.cues[nlp.vocab.strings.add(key)] = (kind, cue, weight)
-        self.matcher.add(_WHEN_ID, [nlp.make_doc(w) for w in _WHEN_WORDS])
+        self.matcher.add(_WHEN_ID, [pattern_doc(nlp, w) for w in _WHEN_WORDS])
         self.when_id = nlp.vocab.strings.add(_WHEN_ID)
 
     def __call__(self, doc: Doc) -> Doc:
