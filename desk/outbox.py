@@ -73,8 +73,7 @@ class Dispatcher:
         self.on_failed = on_failed
         # Outcomes of deliveries that could not be written yet (the database was away).
         # They are written before anything new is claimed: sending again would double them.
-        self._unrecorded: list[tuple[OutboundItem, str, str | None, DeliveryReceipt | None,
-                                     Any]] = []
+        self._unrecorded: list[Callable[[], Awaitable[None]]] = []
 
     async def claim(self, limit: int = 20) -> list[OutboundItem]:
         now = self.clock.now()
@@ -132,7 +131,9 @@ class Dispatcher:
                      else backoff(item.attempts))
             log.warning("outbox %s (%s) will retry in %s: %s", item.id, item.kind, delay,
                         redact(str(exc)))
-            await self._release(item, "pending", str(exc), self.clock.now() + delay)
+            reason, retry_at = str(exc), self.clock.now() + delay
+            await self._keep(lambda: self._release(item, "pending", reason, retry_at), item,
+                             "deferred")
             result.retried += 1
             return
         except PermanentDeliveryError as exc:
@@ -144,8 +145,9 @@ class Dispatcher:
         except Exception as exc:  # a bug in a channel must not stop the other rows
             log.error("outbox %s (%s) raised %s; retrying later", item.id, item.kind,
                       type(exc).__name__)
-            await self._release(item, "pending", repr(exc),
-                                self.clock.now() + backoff(item.attempts))
+            error, retry_at = repr(exc), self.clock.now() + backoff(item.attempts)
+            await self._keep(lambda: self._release(item, "pending", error, retry_at), item,
+                             "deferred")
             result.retried += 1
             return
         await self._outcome(item, "sent", None, receipt, self.on_sent)
@@ -153,22 +155,27 @@ class Dispatcher:
 
     async def _outcome(self, item: OutboundItem, status: str, error: str | None,
                        receipt: DeliveryReceipt | None, hook: Any) -> None:
+        await self._keep(lambda: self._finish(item, status, error, receipt, hook), item, status)
+
+    async def _keep(self, write: Callable[[], Awaitable[None]], item: OutboundItem,
+                    what: str) -> None:
+        """Write an attempt's outcome; when the database is away, keep the write and do it
+        before anything new is claimed, rather than leave the row leased for minutes."""
         try:
-            await self._finish(item, status, error, receipt, hook)
+            await write()
         except Exception:
             log.error("outbox %s (%s) was %s but could not be recorded yet; keeping it",
-                      item.id, item.kind, status)
-            self._unrecorded.append((item, status, error, receipt, hook))
+                      item.id, item.kind, what)
+            self._unrecorded.append(write)
             raise
 
     async def _record_pending(self) -> bool:
-        """Write the outcomes kept from earlier rounds; False while that still fails."""
+        """Do the writes kept from earlier rounds; False while that still fails."""
         while self._unrecorded:
-            item, status, error, receipt, hook = self._unrecorded[0]
             try:
-                await self._finish(item, status, error, receipt, hook)
+                await self._unrecorded[0]()
             except Exception:
-                log.warning("outbox: %d delivered messages still to record",
+                log.warning("outbox: %d delivery outcomes still to record",
                             len(self._unrecorded))
                 return False
             self._unrecorded.pop(0)

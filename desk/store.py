@@ -99,7 +99,9 @@ class Store:
 
     async def find_case(self, session: AsyncSession, ref_or_id: str | int) -> Case | None:
         if isinstance(ref_or_id, int) or str(ref_or_id).isdigit():
-            return await session.get(Case, int(ref_or_id))
+            number = int(ref_or_id)
+            # Beyond what any id column holds: no such case (and no overflow in the driver).
+            return await session.get(Case, number) if 0 < number < 2**31 else None
         result = await session.execute(select(Case).where(Case.ref == str(ref_or_id).upper()))
         return result.scalar_one_or_none()
 

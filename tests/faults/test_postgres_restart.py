@@ -189,11 +189,6 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
     assert len(replies) == 1 and set(replies.values()) == {1}, replies
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "desk/outbox.py Dispatcher._deliver (lines 135 and 147): when a delivery fails "
-    "transiently while the database is away, _release (which puts the row back to pending) "
-    "raises too and is not kept for later like an unrecorded outcome, so the row stays "
-    "'sending' under its 10-minute LEASE and is retried only when the lease runs out"))
 async def test_database_down_while_a_reply_is_deferred_retries_it_once_the_database_is_back(
     private_pg: PostgresServer, private_pg_database: str, tmp_path: Path,
     dovecot: DovecotServer, gated_smtp: SmtpServer,

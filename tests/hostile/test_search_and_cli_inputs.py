@@ -168,11 +168,6 @@ def test_cli_commands_give_results_or_one_line_errors(data_dir: Path, tmp_path: 
         assert results[name].stderr.strip().count("\n") == 0, name  # one line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "desk/store.py:101-102 Store.find_case turns any all-digit reference into int() and "
-    "session.get(Case, ...); on SQLite a number beyond 64 bits raises OverflowError, which "
-    "city311/cli.py main() does not catch: `city311 cases show 99999999999999999999` prints "
-    "a traceback"))
 def test_cases_show_with_a_huge_number_is_a_one_line_error(data_dir: Path) -> None:
     result = _run(["cases", "show", "9" * 20], data_dir)
     _clean(result, "show huge number")
