@@ -37,10 +37,10 @@ _PRIVATE = {"Cache-Control": "private, no-store", "X-Robots-Tag": "noindex, nofo
 def _page_number(raw: str | None) -> int:
     if raw in (None, ""):
         return 1
-    try:
-        page = int(raw)
-    except ValueError:
-        raise InputError("page must be a whole number") from None
+    # ASCII digits only: int() also reads full-width and other scripts' digits.
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        raise InputError("page must be a whole number between 1 and 10000")
+    page = int(raw)
     if not 1 <= page <= 10_000:
         raise InputError("page must be between 1 and 10000")
     return page
