@@ -202,6 +202,9 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "2 CFR 200", "uniform guidance", "GASB", "ACFR", "CAFR", "payroll", "forecast",
         "capital budget", "appropriation", "treasurer", "Moody's", "S&P", "Fitch", "downgrade",
         "insurance premium", "grant match", "expenditure", "financial management",
+        "grants management", "premiums", "internal controls", "internal control", "P-card",
+        "purchasing card", "tax anticipation notes", "interest earnings", "replacement fund",
+        "sinking fund", "embezzlement", "fraud", "cash reserves", "utility billing",
     ),
     "economic_development": (
         "bank branch", "chamber", "economic impact", "businesses", "business owners",
@@ -287,6 +290,8 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "records management", "innovation", "process improvement", "lean", "strategic plan",
         "org chart", "reorganization", "succession", "job description",
         "work order", "fleet", "GIS", "AI", "artificial intelligence", "chatbot",
+        "project management", "PMO", "workflow", "job postings", "vacancies", "exit interviews",
+        "training program", "data governance", "open data", "service requests",
     ),
     "governance_legal": (
         "oath of office", "minutes", "Robert's Rules", "resolution", "appointed board",
@@ -322,5 +327,7 @@ TOPIC_CUES: dict[str, tuple[str, ...]] = {
         "neighborhood association", "child care", "childcare", "after-school", "summer camp",
         "pool", "pools", "splash pad", "trail", "trails", "mental health", "opioid",
         "language access", "immigrants", "digital inclusion", "community center",
+        "swim lessons", "guaranteed income", "basic income", "community classes",
+        "loneliness", "aquatics", "dog park", "nonprofits", "social worker",
     ),
 }
