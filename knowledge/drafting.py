@@ -22,9 +22,17 @@ from knowledge.labels import kind_label, topic_label
 from knowledge.library import Filters, Library, Snapshot, library_for
 from knowledge.models import ResourceTopic
 from knowledge.render import render_package
-from knowledge.text import Term, stem, tokenize
+from knowledge.text import Term, normalize, stem, tokenize
 
 __all__ = ["LibraryDrafter", "Selection"]
+
+QUESTION_NOISE = frozenset({
+    "council", "councilmember", "mayor", "manager", "city", "town", "village", "county",
+    "staff", "department", "director", "office", "clerk", "question", "help", "thank",
+    "thanks", "please", "vote", "votes", "meeting", "week", "month", "today", "tomorrow",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "new",
+    "need", "want", "know", "looking", "ask", "asked", "anyone", "hi", "hello", "regards",
+})
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +109,11 @@ class LibraryDrafter:
                 if extra.stem not in seen:
                     seen.add(extra.stem)
                     terms.append(extra)
-        # The rarest words say most about a question; very common ones add only noise.
+        # The rarest words say most about a question; very common ones add only noise, and so
+        # do the words of a city's letterhead and calendar ("council", "Tuesday").
         common = snap.vocabulary.documents * 0.25
-        useful = [t for t in terms if snap.vocabulary.df.get(t.stem, 0) <= common]
+        useful = [t for t in terms if snap.vocabulary.df.get(t.stem, 0) <= common
+                  and t.stem not in QUESTION_NOISE and stem(t.search) not in QUESTION_NOISE]
         useful.sort(key=lambda t: -t.idf)
         return useful[:14]
 
@@ -175,6 +185,10 @@ class LibraryDrafter:
                 break
             if entry["url"] in seen_urls:
                 continue
+            if len(picked) >= MIN_RESOURCES and not named and relevance[entry["id"]] <= 0:
+                # Enough to start with: past the minimum, only what the question itself calls
+                # for, not whatever else shares its topic.
+                continue
             seen_urls.add(entry["url"])
             picked.append((entry, named))
             kinds[entry["kind"]] = kinds.get(entry["kind"], 0) + 1
@@ -228,30 +242,56 @@ def _join(parts: Sequence[str]) -> str:
 
 def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
              topics: Sequence[str], question: str) -> str:
-    """One line on why this resource helps with this question."""
+    """One line on why this resource helps with this question, in the question's own words."""
     text_stems = {stem(w) for w in tokenize(" ".join(
         [entry["title"], entry["annotation"], *entry["keywords"]]))}
     named_stems = {stem(w) for n in named for w in tokenize(n)}
     # Words most of the library uses ("properties", "city") explain nothing.
-    shared = [t for t in terms if t.stem in text_stems and t.stem not in named_stems
-              and t.idf >= 2.0]
-    shared.sort(key=lambda t: -t.idf)
-    words = [_in_question(question, t.word if t.word in question.lower() else t.search)
-             for t in shared[:3]]
+    telling = {t.stem: t.idf for t in terms if t.idf >= 2.0 and t.stem not in named_stems}
+    telling.update({stem(t.search): t.idf for t in terms
+                    if t.idf >= 2.0 and stem(t.search) not in named_stems})
+    phrases = _shared_phrases(question, text_stems, telling)
     kind = kind_label(entry["kind"]).lower()
     article = "An" if kind[0] in "aeiou" else "A"
-    clauses = []
-    if named:
-        clauses.append(f"covers {_join(list(named)[:2])}")
-    if words:
-        clauses.append(f"speaks to {_join(words)}, as your question does")
-    if not clauses:
+    if named and phrases:
+        reason = f"covers {_join(list(named)[:2])} and speaks to {_join(phrases)}"
+    elif named:
+        reason = f"covers {_join(list(named)[:2])}, which your question names"
+    elif phrases:
+        reason = f"speaks directly to {_join(phrases)}, as your question does"
+    else:
         matching = [t for t in topics if t in entry["topics"]]
         area = topic_label(matching[0] if matching else entry["topics"][0]).lower()
-        clauses.append(f"is a core reference on {area}")
-    line = f"{article} {kind} from {entry['publisher']} that {' and '.join(clauses)}."
+        reason = f"is a core reference on {area}"
+    line = f"{article} {kind} from {entry['publisher']} that {reason}."
     if entry.get("audience"):
         line += f" Written for {entry['audience']}."
     return line
 
 
+def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, float],
+                    limit: int = 3) -> list[str]:
+    """Runs of the question's own words that the resource also uses ("bond rating"), the
+    most telling first, then put back in the order the question has them."""
+    runs: list[tuple[float, int, str]] = []
+    current: list[str] = []
+    weight, start = 0.0, 0
+    spans = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][\w'-]*", question)]
+    for index, (word, _) in enumerate([*spans, ("", -1)]):
+        key = stem(normalize(word)) if word else ""
+        if key and key in telling and key in text_stems:
+            if not current:
+                start = index
+            current.append(word)
+            weight += telling[key]
+            continue
+        if current:
+            runs.append((weight, start, " ".join(current)))
+        current, weight = [], 0.0
+    seen: set[str] = set()
+    best: list[tuple[float, int, str]] = []
+    for run in sorted(runs, key=lambda r: (-r[0], r[1])):
+        if run[2].lower() not in seen:
+            seen.add(run[2].lower())
+            best.append(run)
+    return [phrase for _, _, phrase in sorted(best[:limit], key=lambda r: r[1])]
