@@ -192,7 +192,11 @@ class ImapIntake:
             log.info("mail intake watching %s (%s)", self.mailbox,
                      "IDLE" if idle else f"polling every {settings.imap_poll_seconds:g}s")
             while not halt.is_set():
-                await self._catch_up(conn, halt)
+                # Until a search finds nothing new: mail that arrived during the last round
+                # was announced (EXISTS) inside a FETCH or STORE response, and IDLE will not
+                # announce it again.
+                while await self._catch_up(conn, halt) and not halt.is_set():
+                    pass
                 if halt.is_set():
                     break
                 if idle:
@@ -229,14 +233,15 @@ class ImapIntake:
         self._last_uid = max([floor, *uids])
         await self._save_state()
 
-    async def _catch_up(self, conn: ImapConnection, halt: asyncio.Event) -> None:
+    async def _catch_up(self, conn: ImapConnection, halt: asyncio.Event) -> int:
+        """Handle every message after the last UID; returns how many there were."""
         # "UID n:*" always matches the newest message, even below n: filter.
         uids = [uid for uid in await conn.uid_search("UID", f"{self._last_uid + 1}:*")
                 if uid > self._last_uid]
         try:
             for uid in uids:
                 if halt.is_set():
-                    return
+                    return len(uids)
                 await self._handle(conn, uid)
                 self._last_uid = uid
                 # Saving after every message would double the database work of a burst; a
@@ -246,6 +251,7 @@ class ImapIntake:
         finally:
             if self._last_uid != self._saved_uid:
                 await self._save_state()
+        return len(uids)
 
     async def _handle(self, conn: ImapConnection, uid: int) -> None:
         raw = await conn.fetch_raw(uid)

@@ -160,8 +160,8 @@ async def test_review_card_and_reply_email_are_inert(scene: Scene) -> None:
     assert html_part is not None
     html = html_part.get_content()
     assert active_content(html) == []
-    assert "<script" not in html.lower() and "evil.test" not in html.split("<blockquote")[0]
-    assert "&lt;script&gt;" in html or "alert" not in html  # the excerpt is escaped text
+    assert "<script" not in html.lower() and "<img" not in html.lower()
+    assert "How do we improve our bond rating" in html  # the excerpt is there, as text
 
 
 async def test_package_and_library_pages_are_inert_over_http(scene: Scene) -> None:
@@ -178,7 +178,6 @@ async def test_package_and_library_pages_are_inert_over_http(scene: Scene) -> No
                 assert active_content(response.text, base) == [], path
             else:  # a path with a slash in it matches no page: the framework's plain 404
                 assert response.status_code == 404, path
-            assert "evil.test" not in response.text or "&lt;" in response.text, path
         package = await http.get(f"/p/{scene.case.package_token}")
         assert scene.case.ref in package.text
         for query in QUERIES:
