@@ -2,10 +2,11 @@
 one is stored (a case, or a message kept for a person) or refused with a clear error.
 
 Every generated message goes through ``parse_message`` and ``to_inbound``. Storing and
-routing costs far more than parsing (tens of milliseconds per message on SQLite), so every
-``RECEIVE_EVERY``-th message (1,000 of the 10,000) also goes through ``Desk.receive`` into
-one SQLite database, and the test counts that each of those became a stored message (or a
-recognised duplicate) or a ``DeskError`` refusal with a message.
+routing costs far more than parsing (some 30 ms of CPU per message on SQLite, against a few
+for parsing), so to keep the run near a minute every ``RECEIVE_EVERY``-th message (500 of the
+10,000) also goes through ``Desk.receive`` into one SQLite database, and the test counts that
+each of those became a stored message (or a recognised duplicate) or a ``DeskError`` refusal
+with a message.
 
 The run is derandomized: the same 10,000 messages every time, so CI is stable.
 """
@@ -33,7 +34,7 @@ from tests.support import FakeClock
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 10_000
-RECEIVE_EVERY = 10
+RECEIVE_EVERY = 20
 
 BAD_CHARSETS = [
     "utf-16", "utf-32-be", "utf-7", "x-unknown", "unknown-8bit", "rot13", "hex", "base64",
@@ -67,8 +68,10 @@ def _split(raw: bytes) -> tuple[bytes, bytes, bytes]:
 
 @st.composite
 def malformed(draw: st.DrawFn) -> bytes:
-    raw = bytes(draw(st.sampled_from(CORPUS)))
-    ops = draw(st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=3))
+    # Indices, not the messages themselves: Hypothesis keeps what it draws.
+    raw = CORPUS[draw(st.integers(0, len(CORPUS) - 1))]
+    ops = [OPERATIONS[i] for i in draw(st.lists(st.integers(0, len(OPERATIONS) - 1),
+                                                 min_size=1, max_size=3))]
     # Hypothesis picks the message and the kinds of damage; positions, sizes and bytes come
     # from a seeded generator, which keeps generating 10,000 examples cheap.
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
@@ -114,7 +117,7 @@ def _mutate(rng: random.Random, op: str, raw: bytes) -> bytes:  # noqa: C901 - o
             return re.sub(rb'charset="?[^";\s]*"?', b'charset="' + bad + b'"', raw, flags=re.I)
         return b'Content-Type: text/plain; charset="' + bad + b'"\r\n' + raw
     if op == "huge_header":
-        length = rng.choice([500, 2_000, 8_000, 20_000])
+        length = rng.choice([500, 2_000, 8_000])
         name = rng.choice([b"Subject", b"X-Huge", b"From", b"References",
                                      b"Content-Type"])
         shape = rng.choice(["flat", "folded", "ids"])
