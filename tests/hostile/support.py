@@ -36,14 +36,13 @@ def corpus() -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
-async def seeded_desk(path: Path, clock: FakeClock, **options: int) -> Desk:
+async def seeded_desk(path: Path, clock: FakeClock) -> Desk:
     """A desk on a fresh, migrated SQLite file with the shipped city directory."""
     url = f"sqlite+aiosqlite:///{path}"
     await upgrade_async(url)
     store = Store.from_url(url)
     await import_cities(store, shipped_cities(), clock.now())
-    return Desk(store, clock, BusinessCalendar(SLASettings()), review_channel="CREVIEW",
-                **options)
+    return Desk(store, clock, BusinessCalendar(SLASettings()), review_channel="CREVIEW")
 
 
 def leaks(text: str, secrets: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -40,7 +41,7 @@ FLOOD_LIMIT = 20  # CITY311_FLOOD_PER_SENDER_PER_HOUR default
 ACK_LIMIT = 5  # MAIL_ACK_PER_SENDER_PER_HOUR default
 
 
-async def _count(store: Store, model: object, *where: object) -> int:
+async def _count(store: Store, model: Any, *where: Any) -> int:
     async with store.session() as session:
         result = await session.execute(select(func.count()).select_from(model).where(*where))
         return int(result.scalar_one())
@@ -91,7 +92,10 @@ async def test_flood_is_limited_and_reported_and_other_cities_flow(
         await import_cities(store, shipped_cities(), clock.now())
         await ensure_seeded(store)
         intake = asyncio.create_task(service.parts["mail_intake"].run(stop))
-        await _wait(lambda: _count(store, MailboxState), "the intake to be ready")
+        async def ready() -> bool:
+            return await _count(store, MailboxState) > 0
+
+        await _wait(ready, "the intake to be ready")
         mail = _mail()
         await asyncio.to_thread(dovecot.deliver_many, [raw for _, raw in mail])
 

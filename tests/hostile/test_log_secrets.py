@@ -59,7 +59,7 @@ def _signed(body: str, secret: str) -> dict[str, str]:
     stamp = str(int(time.time()))
     return {"X-Slack-Request-Timestamp": stamp,
             "X-Slack-Signature": SignatureVerifier(secret).generate_signature(
-                timestamp=stamp, body=body)}
+                timestamp=stamp, body=body) or ""}
 
 
 async def _wait(check: Callable[[], bool | Awaitable[bool]], what: str,
