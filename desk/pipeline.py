@@ -686,7 +686,8 @@ class Desk:
         if row.channel != "slack":
             await enqueue(session, kind="notice", channel="slack", now=now,
                           key=f"notice:failed:{row.id}", case_id=row.case_id,
-                          payload={"text": f"Could not deliver the {row.kind}: {error[:300]}"})
+                          payload={"text": f"Could not deliver the {row.kind}: "
+                                           f"{redact(error)[:300]}"})
 
 
 async def _record_outbound(session: AsyncSession, row: Outbox, external_id: str,
