@@ -36,13 +36,12 @@ def main() -> int:
         proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent,
                               timeout=900)
         elapsed = round(time.monotonic() - started, 1)
-        lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
+        data = _last_json(proc.stdout)
+        if proc.returncode != 0 or data is None:
             failed = True
             benchmarks[name] = {"error": (proc.stderr or proc.stdout).strip()[-2000:],
                                 "seconds": elapsed}
             continue
-        data = json.loads(lines[-1])
         data["seconds"] = elapsed
         benchmarks[name] = data
     results["benchmarks"] = benchmarks
@@ -50,6 +49,19 @@ def main() -> int:
     (HERE / "results.json").write_text(text + "\n")
     print(text)
     return 1 if failed else 0
+
+
+def _last_json(output: str) -> dict[str, object] | None:
+    """The last line of a script's output that is a JSON object."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
 
 
 if __name__ == "__main__":
