@@ -127,7 +127,7 @@ def main() -> None:
                 ours["dev"]["top1_accuracy"] - sk["dev"]["top1_accuracy"], 4),
         },
     }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
