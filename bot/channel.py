@@ -75,7 +75,7 @@ def _translated() -> Iterator[None]:
 async def load_card(desk: Desk, case_id: int, *, followups_enabled: bool = False
                     ) -> CardData | None:
     """Everything the card shows, read in one short session."""
-    async with desk.store.session() as session:
+    async with desk.store.reading() as session:
         case = await session.get(Case, case_id, populate_existing=True)
         if case is None:
             return None
@@ -167,7 +167,7 @@ class SlackChannel:
     async def _case(self, item: OutboundItem) -> Case | None:
         if item.case_id is None:
             return None
-        async with self.desk.store.session() as session:
+        async with self.desk.store.reading() as session:
             return await session.get(Case, item.case_id, populate_existing=True)
 
     async def _card_place(self, item: OutboundItem) -> tuple[str, str | None]:

@@ -69,7 +69,7 @@ class FollowUpSurface:
         return user in coaches or await self.bot.reviewers.allows(user)
 
     async def _case(self, ref: str) -> Case | None:
-        async with self.desk.store.session() as session:
+        async with self.desk.store.reading() as session:
             return await self.desk.store.find_case(session, ref)
 
     async def _coach_email(self, coach: str) -> str | None:

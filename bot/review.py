@@ -213,7 +213,7 @@ class Review:
         return case.status.replace("_", " ") if case else "gone"
 
     async def _case(self, ref: str) -> Case | None:
-        async with self.desk.store.session() as session:
+        async with self.desk.store.reading() as session:
             return await self.desk.store.find_case(session, ref)
 
     async def _may_open(self, where: Where) -> Case | None:
