@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -110,27 +110,27 @@ class Review:
 
     async def on_edit(self, ack: AsyncAck, body: dict[str, Any],
                       action: dict[str, Any]) -> None:
-        await ack()
-        where = Where.of_action(body, _action_ref(action))
-        self.bot.spawn(self._open_edit(where, str(body["trigger_id"])), "edit")
+        await self._open_modal(ack, body, action, self._open_edit, "edit")
 
     async def on_topics(self, ack: AsyncAck, body: dict[str, Any],
                         action: dict[str, Any]) -> None:
-        await ack()
-        where = Where.of_action(body, _action_ref(action))
-        self.bot.spawn(self._open_topics(where, str(body["trigger_id"])), "topics")
+        await self._open_modal(ack, body, action, self._open_topics, "topics")
 
     async def on_reject(self, ack: AsyncAck, body: dict[str, Any],
                         action: dict[str, Any]) -> None:
-        await ack()
-        where = Where.of_action(body, _action_ref(action))
-        self.bot.spawn(self._open_reject(where, str(body["trigger_id"])), "reject")
+        await self._open_modal(ack, body, action, self._open_reject, "reject")
 
     async def on_show(self, ack: AsyncAck, body: dict[str, Any],
                       action: dict[str, Any]) -> None:
+        await self._open_modal(ack, body, action, self._open_question, "show")
+
+    async def _open_modal(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                          opener: Callable[[Where, str], Coroutine[Any, Any, None]],
+                          name: str) -> None:
+        """A button that opens a modal: ack at once, open it after the ack."""
         await ack()
         where = Where.of_action(body, _action_ref(action))
-        self.bot.spawn(self._open_question(where, str(body["trigger_id"])), "show")
+        self.bot.spawn(opener(where, str(body["trigger_id"])), name)
 
     # ---- modal submissions (validated before the ack, so errors show in the modal) -------
 

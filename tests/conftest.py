@@ -13,12 +13,14 @@ from sqlalchemy import text
 from desk.migrate import upgrade
 from desk.models import Base
 from desk.store import Store
+from tests.servers.dovecot import DovecotServer
+from tests.servers.smtp import SmtpServer
 from tests.support import FakeClock, unavailable
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(PG_SERVER, timeout=5)
@@ -33,14 +35,14 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to head."""
     name = f"city311_test_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # no server on this laptop
         unavailable(f"PostgreSQL not reachable at {PG_SERVER}: {exc}")
     base = PG_SERVER.rsplit("/", 1)[0]
     url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
     upgrade(url)
     yield url
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,11 +54,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         upgrade(url)
         return url
     url: str = request.getfixturevalue("pg_url")
-    asyncio.run(_truncate(url))
+    asyncio.run(truncate_all(url))
     return url
 
 
-async def _truncate(url: str) -> None:
+async def truncate_all(url: str) -> None:
     store = Store.from_url(url)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     async with store.session() as session:
@@ -78,3 +80,19 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[DovecotServer]:
+    """A throwaway Dovecot (IMAP + LMTP) for one test."""
+    server = DovecotServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A recording aiosmtpd server for one test."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()

@@ -28,7 +28,7 @@ from desk.directory import import_cities, shipped_cities
 from desk.migrate import upgrade
 from desk.models import Case
 from desk.settings import DatabaseSettings, Settings, SlackSettings, WebSettings
-from tests.conftest import _truncate
+from tests.conftest import truncate_all
 from tests.fakes import KeywordClassifier
 from tests.servers.slack_api import SlackApi
 from tests.support import FakeClock, shared_fixtures
@@ -230,7 +230,7 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
                 shutil.copyfile(source, target.with_name(target.name + suffix))
         return f"sqlite+aiosqlite:///{target}"
     url = str(request.getfixturevalue("pg_url"))
-    asyncio.run(_truncate(url))
+    asyncio.run(truncate_all(url))
     return url
 
 

@@ -4,7 +4,6 @@ PostgreSQL, and the invitation through a real SMTP server."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -284,12 +283,6 @@ def test_parse_when_uses_the_office_time_zone() -> None:
 
 
 # ---- through a real SMTP server ---------------------------------------------------------
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.stop()
 
 
 async def test_invitation_reaches_smtp_with_the_ics_attached(

@@ -12,12 +12,10 @@ import pytest
 
 from city311.wiring import Service
 from desk.migrate import upgrade
-from tests.conftest import PG_SERVER, _pg_admin
+from tests.conftest import PG_SERVER, pg_admin
 from tests.faults.harness import WorkerProcess, add_cities, open_service
-from tests.servers.dovecot import DovecotServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.slack_api import SlackApi
-from tests.servers.smtp import SmtpServer
 from tests.support import unavailable
 
 
@@ -31,7 +29,7 @@ def shared_pg_database() -> Iterator[str]:
     the plain ``postgresql://`` URL a deployment would put in DATABASE_URL."""
     name = f"city311_faults_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # no server on this laptop
         unavailable(f"PostgreSQL not reachable at {PG_SERVER}: {exc}")
     url = f"{PG_SERVER.rsplit('/', 1)[0]}/{name}"
@@ -40,7 +38,7 @@ def shared_pg_database() -> Iterator[str]:
         upgrade(_asyncpg(url))
         yield url
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -58,18 +56,6 @@ def private_pg_database(private_pg: PostgresServer) -> str:
     return url
 
 
-@pytest.fixture
-def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    server = SmtpServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

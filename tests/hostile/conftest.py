@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from desk.ports import Classifier
-from tests.servers import DovecotServer, SmtpServer
+from tests.servers import SmtpServer
 from tests.servers.slack_api import SlackApi
 
 CITY_USER = "UCITY01"
@@ -28,12 +28,6 @@ def smtp() -> Iterator[SmtpServer]:
     yield server
     server.stop()
 
-
-@pytest.fixture
-def dovecot() -> Iterator[DovecotServer]:
-    server = DovecotServer.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

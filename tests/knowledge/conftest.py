@@ -10,7 +10,7 @@ import pytest
 from desk.migrate import upgrade
 from desk.store import Store
 from knowledge.library import ensure_seeded
-from tests.conftest import _truncate
+from tests.conftest import truncate_all
 
 
 async def _seed(url: str) -> None:
@@ -30,7 +30,7 @@ def library_url(request: pytest.FixtureRequest,
         upgrade(url)
     else:
         url = request.getfixturevalue("pg_url")
-        asyncio.run(_truncate(url))
+        asyncio.run(truncate_all(url))
     asyncio.run(_seed(url))
     return url
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from desk.migrate import upgrade
 from desk.store import Store
 from knowledge.library import Filters, ensure_seeded, library_for
-from tests.conftest import _truncate
+from tests.conftest import truncate_all
 
 QUERIES = [
     ("bond rating", None), ("bond ratng", None), ("fund balance", None), ("land bank", None),
@@ -35,7 +35,7 @@ async def _top(url: str) -> list[list[str]]:
 def test_same_top_results_on_both_backends(tmp_path: Path, pg_url: str) -> None:
     sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'parity.db'}"
     upgrade(sqlite_url)
-    asyncio.run(_truncate(pg_url))
+    asyncio.run(truncate_all(pg_url))
     on_sqlite = asyncio.run(_top(sqlite_url))
     on_postgres = asyncio.run(_top(pg_url))
     for (query, topic), left, right in zip(QUERIES, on_sqlite, on_postgres, strict=True):
