@@ -80,33 +80,38 @@ class Desk:
         async with self.store.session() as session:
             existing = await self._find_message(session, inbound, digest)
             if existing is not None:
-                return Received(existing.id, existing.case_id, None, False, True)
-            message = Message(
-                direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
-                content_hash=digest,
-                sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
-                subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
-                raw=inbound.raw, envelope=_envelope_json(inbound),
-                received_at=inbound.received_at, problems=list(inbound.problems),
-            )
-            session.add(message)
-            try:
-                await session.flush()
-            except IntegrityError:
-                # Another worker stored it between our check and our insert.
-                await session.rollback()
-                async with self.store.session() as again:
-                    found = await self._find_message(again, inbound, digest)
-                if found is None:
-                    raise
-                return Received(found.id, found.case_id, None, False, True)
-            for item in inbound.attachments:
-                session.add(Attachment(
-                    message_id=message.id, filename=item.filename[:255],
-                    content_type=item.content_type[:255], size=item.size, data=item.data,
-                    refused_reason=item.refused_reason,
-                ))
-            message_id = message.id
+                if not _left_unrouted(existing):
+                    return Received(existing.id, existing.case_id, None, False, True)
+                # A crash came between storing and routing, and the channel delivered it
+                # again: file it now rather than at the worker's next recovery sweep.
+                message_id = existing.id
+            else:
+                message = Message(
+                    direction="in", channel=inbound.channel,
+                    external_id=inbound.external_id[:998], content_hash=digest,
+                    sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
+                    subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
+                    raw=inbound.raw, envelope=envelope_json(inbound),
+                    received_at=inbound.received_at, problems=list(inbound.problems),
+                )
+                session.add(message)
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    # Another worker stored it between our check and our insert.
+                    await session.rollback()
+                    async with self.store.session() as again:
+                        found = await self._find_message(again, inbound, digest)
+                    if found is None:
+                        raise
+                    return Received(found.id, found.case_id, None, False, True)
+                for item in inbound.attachments:
+                    session.add(Attachment(
+                        message_id=message.id, filename=item.filename[:255],
+                        content_type=item.content_type[:255], size=item.size, data=item.data,
+                        refused_reason=item.refused_reason,
+                    ))
+                message_id = message.id
         return await self.route(message_id)
 
     async def _find_message(self, session: AsyncSession, inbound: InboundMessage,
@@ -730,7 +735,7 @@ def _actor(inbound: InboundMessage) -> str:
     return (inbound.sender_email or inbound.sender_slack_id or "?")[:320]
 
 
-def _envelope_json(inbound: InboundMessage) -> dict[str, Any]:
+def envelope_json(inbound: InboundMessage) -> dict[str, Any]:
     data = dataclasses.asdict(inbound)
     data.pop("raw")
     data["attachments"] = [
@@ -751,3 +756,9 @@ def _envelope_from_json(message: Message) -> InboundMessage:
 
 def city_label(city: City | None) -> str:
     return city.label if city else "unknown city"
+
+
+def _left_unrouted(message: Message) -> bool:
+    """An inbound message stored but never filed, and not yet given up on."""
+    return (message.direction == "in" and message.processed_at is None
+            and message.route_attempts < MAX_ROUTE_ATTEMPTS)

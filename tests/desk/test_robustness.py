@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 
 from desk.models import Case, Message, Outbox
 from desk.outbox import Dispatcher
+from desk.pipeline import envelope_json
 from desk.ports import DeliveryReceipt, OutboundItem
-from desk.store import Store
+from desk.store import Store, content_hash
 from tests.desk.test_pipeline import count, email, seeded
 from tests.fakes import RecordingChannel
 from tests.support import FakeClock
@@ -61,6 +62,25 @@ async def test_one_unroutable_message_does_not_block_the_rest(store: Store,
         assert row.route_error
     assert await count(store, Outbox, Outbox.idempotency_key.like("notice:unroutable:%")) == 1
     assert await count(store, Case, Case.status == "drafted") == 2
+
+
+async def test_a_message_stored_but_never_routed_is_filed_when_it_comes_again(
+        store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    question = email(7)
+    async with store.session() as session:
+        # What a worker killed between storing and routing leaves behind.
+        session.add(Message(direction="in", channel="email", external_id=question.external_id,
+                            content_hash=content_hash(question.raw), raw=question.raw,
+                            envelope=envelope_json(question), text=question.text,
+                            reply_text=question.reply_text, received_at=clock.now(),
+                            problems=[]))
+    # The mailbox was never told, so the message arrives again.
+    again = await desk.receive(question)
+    assert again.case_id is not None and again.created
+    assert await count(store, Message) == 1
+    assert await count(store, Case) == 1
+    assert await desk.unrouted_messages() == []
 
 
 async def test_approving_again_after_a_permanent_failure_sends(store: Store,

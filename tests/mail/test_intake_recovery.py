@@ -43,12 +43,14 @@ async def _distinct_threads(store: Store) -> int:
 
 
 def _worker(db_url: str, data_dir: Path, dovecot: DovecotServer) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.mail.intake_worker", db_url, str(data_dir), dovecot.host,
-         str(dovecot.imap_port), dovecot.user, dovecot.password],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    # The log goes to a file: a pipe nobody reads until teardown would fill and stall it.
+    with (data_dir / "workers.log").open("ab") as log:
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "tests.mail.intake_worker", db_url, str(data_dir),
+             dovecot.host, str(dovecot.imap_port), dovecot.user, dovecot.password],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
 
 
 @pytest.fixture
@@ -60,15 +62,16 @@ def sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    log = tmp_path / "workers.log"
+    if log.exists():  # shown by pytest when the test fails
+        sys.stderr.write(log.read_text(errors="replace")[-20_000:])
 
 
 @pytest.mark.slow
