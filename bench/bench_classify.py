@@ -6,15 +6,22 @@ scikit-learn TF-IDF + logistic regression (one-vs-rest) trained on the same trai
 micro-F1 and top-1 accuracy for both models (and on the held-out realistic questions when the
 repository has them); ratios; and the CPU count. Timings are the best of a few runs, one process.
 
+Every run trains the peer and times its training, then keeps it in bench/.cache; ``--quick``
+reuses that peer when the train split and scikit-learn are the same (``peer_from_cache``), as
+its training is most of a quick run and would measure nothing new.
+
     python bench/bench_classify.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import pickle
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +38,9 @@ from nlp.train import Metrics, compute_metrics  # noqa: E402
 
 GOAL_QPS = 5000
 HELDOUT = DATA_DIR / "heldout_realistic.jsonl"
+CACHE = Path(__file__).resolve().parent / ".cache"
+PEER_TFIDF: dict[str, Any] = {"ngram_range": (1, 2), "sublinear_tf": True}
+PEER_LOGREG: dict[str, Any] = {"C": 10.0, "max_iter": 2000}
 
 
 def best_rates(runs: dict[str, Callable[[], object]], n: int, repeats: int) -> dict[str, float]:
@@ -55,6 +65,38 @@ def ours_metrics(clf: SpacyClassifier, data: Sequence[Question]) -> dict[str, fl
     return summary(compute_metrics([q.topics for q in data], predicted))
 
 
+def peer_key(train: Sequence[Question]) -> str:
+    """What the trained peer depends on: the train split, its parameters, scikit-learn."""
+    import sklearn
+
+    h = hashlib.sha256(repr([sklearn.__version__, PEER_TFIDF, PEER_LOGREG, TOPICS]).encode())
+    for q in train:
+        h.update(json.dumps([q.id, q.text, list(q.topics)]).encode())
+    return h.hexdigest()[:20]
+
+
+def load_peer(path: Path) -> tuple[Any, Any, float] | None:
+    try:
+        with path.open("rb") as f:
+            value = pickle.load(f)  # our own file, written by save_peer
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+    return value if isinstance(value, tuple) and len(value) == 3 else None
+
+
+def save_peer(path: Path, value: tuple[Any, Any, float]) -> None:
+    """Written beside and swapped in, so a run reading it at the same time sees all or none;
+    peers trained on other data go."""
+    path.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peer-")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(value, f)
+    os.replace(tmp, path)
+    for old in path.parent.glob("classify-peer-*.pickle"):
+        if old != path:
+            old.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer texts and repeats")
@@ -75,13 +117,22 @@ def main() -> None:
 
     tokenizer = clf.nlp.tokenizer
 
-    started = time.perf_counter()
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    x_train = vectorizer.fit_transform([q.text for q in train])
-    binarizer = MultiLabelBinarizer(classes=list(TOPICS))
-    y_train = binarizer.fit_transform([q.topics for q in train])
-    peer = OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000)).fit(x_train, y_train)
-    peer_train_s = time.perf_counter() - started
+    def train_peer() -> tuple[Any, Any, float]:
+        started = time.perf_counter()
+        vectorizer = TfidfVectorizer(**PEER_TFIDF)
+        x_train = vectorizer.fit_transform([q.text for q in train])
+        binarizer = MultiLabelBinarizer(classes=list(TOPICS))
+        y_train = binarizer.fit_transform([q.topics for q in train])
+        peer = OneVsRestClassifier(LogisticRegression(**PEER_LOGREG)).fit(x_train, y_train)
+        return vectorizer, peer, time.perf_counter() - started
+
+    cache = CACHE / f"classify-peer-{peer_key(train)}.pickle"
+    cached = load_peer(cache) if args.quick else None
+    if cached is None:
+        vectorizer, peer, peer_train_s = train_peer()
+        save_peer(cache, (vectorizer, peer, peer_train_s))
+    else:
+        vectorizer, peer, peer_train_s = cached
 
     def peer_scores(batch: Sequence[str]) -> Any:
         return peer.predict_proba(vectorizer.transform(batch))
@@ -103,12 +154,14 @@ def main() -> None:
                             "dev": ours_metrics(clf, dev),
                             "build_seconds": clf.meta.get("seconds")}
     sk: dict[str, Any] = {"questions_per_second": round(peer_qps), "dev": peer_metrics(dev),
-                          "train_seconds": round(peer_train_s, 2)}
+                          "train_seconds": round(peer_train_s, 2),
+                          "peer_from_cache": cached is not None}
     if heldout:
         ours["heldout_realistic"] = ours_metrics(clf, heldout)
         sk["heldout_realistic"] = peer_metrics(heldout)
     result = {
         "benchmark": "classify",
+        "quick": args.quick,
         "cpu_count": os.cpu_count(),
         "n_texts": n_texts,
         "n_train": len(train),
