@@ -9,9 +9,10 @@ reported too). Then the real intake (``build_service``: ImapIntake, the Desk, th
 classifier and the LibraryDrafter) drains the same mailbox into cases with drafts, on SQLite
 and on a fresh PostgreSQL database. Goal: the intake at least 50% of the per-UID fetch rate.
 
-Each backend drains for at most ``--budget`` seconds (25 by default, 5 with --quick) so that
+Each backend drains for at most ``--budget`` seconds (25 by default, 3 with --quick) so that
 ``make bench`` stays inside its ten minutes; the rate is then over the messages drained so
 far (``drained_all`` says whether that was all of them). ``--budget 0`` drains everything.
+``--quick`` is a smoke check of 40 messages.
 
     python bench/bench_ingest.py [--quick] [--n N] [--budget S] [--backends sqlite,postgresql]
 """
@@ -304,17 +305,17 @@ def ratio(a: float, b: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="100 messages")
-    parser.add_argument("--n", type=int, help="number of messages (default 2000, quick 100)")
+    parser.add_argument("--quick", action="store_true", help="40 messages, a smoke check")
+    parser.add_argument("--n", type=int, help="number of messages (default 2000, quick 40)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--budget", type=float,
-                        help="seconds each backend may drain for (default 25, quick 5; 0: "
+                        help="seconds each backend may drain for (default 25, quick 3; 0: "
                         "drain everything); the rate is over what was drained by then")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    n = args.n or (100 if args.quick else 2000)
-    budget = args.budget if args.budget is not None else (5.0 if args.quick else 25.0)
+    n = args.n or (40 if args.quick else 2000)
+    budget = args.budget if args.budget is not None else (3.0 if args.quick else 25.0)
     load_before = load_average()
     raws = generate_messages(n)
     server = DovecotServer.start()
