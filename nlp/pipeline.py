@@ -89,10 +89,43 @@ class City311English(English):  # type: ignore[no-untyped-call]
     lang = LANG
     Defaults = _Defaults
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunks_seen: set[str] = set()
+        self._chunks_tokenizer: object = None
+
     def make_doc(self, text: str) -> Doc:
+        chunks = text.split()
+        if self._chunks_tokenizer is not self.tokenizer or not self._chunks_seen.issuperset(
+                chunks):
+            self._cache_chunks(chunks)
         doc: Doc = super().make_doc(text)
         doc.user_data[TEXT_KEY] = text  # see nlp.doctext
         return doc
+
+    def _cache_chunks(self, chunks: list[str]) -> None:
+        """Put each new whitespace-separated chunk in the tokenizer's cache, by tokenizing it on
+        its own. The tokenizer caches a chunk only while the text it is splitting has had no
+        special case yet ("We're", "I'm", "don't"...): after the first contraction of a question
+        none of its words is cached, and every later question splits them again with the affix
+        rules, which was most of the tokenizer's time. A chunk alone gets the same tokens (the
+        tokenizer splits chunks independently) and spaCy still decides whether they may be
+        cached. Nothing to do inside a memory zone (nothing is cached there), nor once the
+        tokenizer's cache is as big as it may grow."""
+        tokenizer = self.tokenizer
+        if self._chunks_tokenizer is not tokenizer:  # a new tokenizer, an empty cache
+            self._chunks_tokenizer = tokenizer
+            self._chunks_seen = set()
+        if getattr(self.vocab, "in_memory_zone", False):
+            return
+        seen = self._chunks_seen
+        limit = getattr(tokenizer, "max_cache_size", 0)
+        for chunk in chunks:
+            if len(seen) >= limit:
+                break
+            if chunk not in seen:
+                seen.add(chunk)
+                tokenizer(chunk)
 
 
 registry.languages.register(LANG, func=City311English)

@@ -1,0 +1,125 @@
+"""The pipeline's shortcuts give what the plain way gives: tokens through the chunk cache, regular
+expressions rewritten to scan faster, and the batched path against one text at a time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import spacy
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from spacy.language import Language
+
+from nlp import entities
+from nlp.classifier import SpacyClassifier
+from nlp.data import read_jsonl
+from tests.nlp.test_classifier import SANITY
+
+# Texts where the shortcuts matter: contractions (the tokenizer's special cases) before words
+# with affixes, money in every form, places with states, "City of", dates and deadlines.
+TRICKY = [
+    "We're in Springfield, OR (pop. 60k) and can't pay the $2.5M bond; council votes Tuesday.",
+    "I'm the clerk of the Town of Hazard, KY. Our FY25 budget is US$3,400,000 -- help!",
+    "Don't know if HOME funds or CDBG-DR apply: 5 million dollars, due 3/15/2025.",
+    "Y'all, the City of Mobile, AL and Eugene OR asked about a $500k HOME-ARP grant.",
+    "Hi! it's urgent, boil-water notice since Monday... $ 40 k? us$5 mm? $$3, 2 USD.",
+    "The Village of St. Louis Park, Minnesota wants a land bank (end of the month).",
+    "a half million dollars, several thousand dollars, twenty thousand dollars",
+    "",
+    "   ",
+]
+
+
+def _tokens(doc: spacy.tokens.Doc) -> list[tuple[str, str, int]]:
+    return [(t.text, t.whitespace_, t.idx) for t in doc]
+
+
+def test_make_doc_splits_like_a_fresh_tokenizer(classifier: SpacyClassifier) -> None:
+    nlp = classifier.nlp
+    reference = spacy.blank("en").tokenizer
+    texts = TRICKY + [q.text for q in read_jsonl(SANITY)]
+    for _ in range(2):  # the second time round, every chunk comes from the cache
+        for text in texts:
+            assert _tokens(nlp.make_doc(text)) == _tokens(reference(text))
+
+
+def test_classify_many_is_classify_and_the_plain_pipeline(classifier: SpacyClassifier) -> None:
+    # Not "": spaCy's classifier scores a batch of nothing but empty docs as all zeros, and an
+    # empty doc among others by the model's biases alone.
+    texts = [t for t in TRICKY if t] + [q.text for q in read_jsonl(SANITY)]
+    many = classifier.classify_many(texts)
+    assert many == [classifier.classify(t) for t in texts]
+    for text, result in zip(texts, many, strict=True):
+        doc = classifier.nlp(text)
+        assert [(e.label_, e.start_char, e.end_char) for e in doc.ents] == [
+            (e.label, e.start, e.end) for e in result.entities]
+        assert doc._.urgency == result.urgency
+        assert doc._.urgency_reasons == result.urgency_reasons
+        assert all(t.ent_iob_ in ("B", "I", "O") for t in doc)
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("US$5 and us$ 3k", [("US$5", "5"), ("us$ 3k", "3000")]),
+    ("$$5, then $7.5 million", [("$5", "5"), ("$7.5 million", "7500000")]),
+    ("ten thousand dollars or $4", [("ten thousand dollars", "10000"), ("$4", "4")]),
+    ("$40 USD", [("$40", "40")]),
+])
+def test_money_forms(untrained: Language, text: str, found: list[tuple[str, str]]) -> None:
+    doc = untrained(text)
+    assert [(e.text, doc._.entity_values[(e.start_char, e.end_char)])
+            for e in doc.ents if e.label_ == "MONEY"] == found
+
+
+# The patterns as first written: the faster ones must find exactly the same.
+_PLAIN_NUMBER_DATE_HINT = re.compile(r"(?:19|20)\d\d|\d/\d")
+_PLAIN_CITY_OF = re.compile(
+    rf"\b(?:City|Town|Village|Borough|Township|city|town|village)[ \t]of[ \t]"
+    rf"(?P<place>(?:{entities._CAP_WORD}[ \t]){{0,2}}{entities._CAP_WORD})")
+
+def _texts(*pieces: str) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(pieces), max_size=14).map("".join)
+
+
+def _spans(matches: Iterator[re.Match[str]]) -> list[tuple[tuple[int, int], dict[str, Any]]]:
+    return [(m.span(), m.groupdict()) for m in matches]
+
+
+@settings(max_examples=800, deadline=None)
+@given(text=_texts("$", "US", "us", "uſ", "U", "s", "5", "2.5", "1,000", " ", "  ", ",", ".",
+                   "k", "M", "mm", "million", "thousand", "a", "few", "half", "dollars",
+                   "DOLLARS", "USD", "usd", "x"))
+@example(text="US$5 us$ 3k $$5 uſ$2")
+def test_money_matches_the_plain_scan(text: str) -> None:
+    assert _spans(entities._money_matches(text)) == _spans(entities._MONEY_RE.finditer(text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_texts("19", "20", "1", "2", "0", "9", "/", " ", "x", "٣"))
+@example(text="1999 20/3 2024")
+def test_date_hint_matches_the_plain_pattern(text: str) -> None:
+    assert _spans(entities._NUMBER_DATE_HINT_RE.finditer(text)) == _spans(
+        _PLAIN_NUMBER_DATE_HINT.finditer(text))
+
+
+_PLACE_PIECES = ("City", "Town", "Township", "Village", "Borough", "town", "city", "of", "Mc",
+                 "Springfield", "St.", "Louis", "Kearney", "OR", "Oregon", "NE", "West",
+                 "Virginia", "x", "_", "-", "'", "’", " ", " ", "\t", ", ")
+
+
+@settings(max_examples=800, deadline=None)
+@given(text=_texts(*_PLACE_PIECES))
+@example(text="the Town of St. Louis Park, West Virginia; xCity of Kearney NE")
+def test_place_patterns_match_the_plain_ones(untrained: Language, text: str) -> None:
+    finder = untrained.get_pipe(entities.ENTITY_COMPONENT)
+    assert isinstance(finder, entities.EntityFinder)
+    assert _spans(finder.city_of_re.finditer(text)) == _spans(_PLAIN_CITY_OF.finditer(text))
+    plain_place_state = re.compile(finder.place_state_re.pattern.replace(
+        r"(?P<place>[A-Z](?<!\w[A-Z])[\w'’.\-]*(?:[ \t]" + entities._CAP_WORD + "){0,3})",
+        r"\b(?P<place>(?:" + entities._CAP_WORD + r"[ \t]){0,3}" + entities._CAP_WORD + ")"))
+    assert plain_place_state.pattern != finder.place_state_re.pattern
+    for start in range(len(text) + 1):  # the component searches windows
+        assert _spans(finder.place_state_re.finditer(text, start)) == _spans(
+            plain_place_state.finditer(text, start))
