@@ -50,19 +50,30 @@ class Commands:
                                                raw=request.raw_body,
                                                response_url=response_url), "ask")
         elif verb == "status":
-            await ack(response_type="ephemeral", text=await self.status(rest))
+            if CASE_REF.search(rest) is None:
+                await ack(response_type="ephemeral", text=S.STATUS_USAGE)
+                return
+            # The look-up waits for the database, and on a busy event loop for drafting too:
+            # answer Slack at once and send the status through the response URL.
+            await ack()
+            self.bot.spawn(self._tell_status(user, rest, channel, response_url), "status")
         elif verb in ("followup", "follow-up", "followups", "stats"):
             await self.bot.followups.command(ack, verb, rest, command)
         else:
             await ack(response_type="ephemeral",
                       text=S.UNKNOWN_COMMAND.format(command=escape(verb)))
 
+    async def _tell_status(self, user: str, text: str, channel: str,
+                           response_url: str | None) -> None:
+        await self.bot.tell(user, await self.status(text), channel=channel,
+                            response_url=response_url)
+
     async def status(self, text: str) -> str:
         match = CASE_REF.search(text)
         if match is None:
             return S.STATUS_USAGE
         ref = match.group(0).upper()
-        # A read before the ack: on SQLite a writing session would queue behind every writer.
+        # Only reads: on SQLite a writing session would queue behind every writer.
         async with self.desk.store.reading() as session:
             case = await self.desk.store.find_case(session, ref)
         if case is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,16 @@ class Service:
     parts: dict[str, Any] = field(default_factory=dict)  # slack bot, intake, drafter, …
 
     async def on_inbound(self, inbound: InboundMessage) -> Received:
-        """A channel's intake: store and route at once, draft right away for a fast card."""
-        received = await self.desk.receive(inbound)
-        if received.created and received.case_id is not None:
-            await self.desk.process(received.case_id)
+        """A channel's intake of one message: see :meth:`on_inbound_batch`."""
+        return (await self.on_inbound_batch([inbound]))[0]
+
+    async def on_inbound_batch(self, inbounds: Sequence[InboundMessage]) -> list[Received]:
+        """A channel's intake: store and route at once, draft right away for a fast card.
+        A case whose drafting fails stays received, and the worker's recovery retries it."""
+        received = await self.desk.receive_many(inbounds)
+        new = [r.case_id for r in received if r.created and r.case_id is not None]
+        if new:
+            await self.desk.process_many(new)
         self.wake.set()
         return received
 
@@ -119,7 +126,7 @@ async def build_service(
     if settings.mail.intake_enabled:
         from mail.intake import ImapIntake
 
-        parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound)
+        parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound_batch)
     if settings.slack.enabled:
         from bot.app import SlackBot
 

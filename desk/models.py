@@ -85,8 +85,10 @@ class City(Base):
     name: Mapped[str] = mapped_column(String(120))
     state: Mapped[str] = mapped_column(String(2))
     created_at: Mapped[datetime]
+    # Loaded only where listed (store.list_cities, store.add_city): every case load would
+    # otherwise pay for a city's domains through Case.city.
     domains: Mapped[list[CityDomain]] = relationship(
-        back_populates="city", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="city", cascade="all, delete-orphan", lazy="raise_on_sql"
     )
 
     @property

@@ -1,9 +1,10 @@
 """The pipeline: receive → store → route (thread or open a case, acknowledge) → classify →
 draft → ready for review → approve → outbox → deliver. Written against the ports only.
 
-Fast intake, slow processing: :meth:`Desk.receive` commits the raw message before anything
-else, so a crash before routing or drafting loses nothing; :meth:`Desk.recover` picks up
-whatever was left half done.
+Fast intake, slow processing: :meth:`Desk.receive_many` stores a batch of raw messages and
+routes each in a savepoint, so a message that cannot be routed is still kept; drafting comes
+after the commit, so a crash before routing or drafting loses nothing; :meth:`Desk.recover`
+picks up whatever was left half done.
 """
 
 from __future__ import annotations
@@ -75,44 +76,71 @@ class Desk:
     # ---- intake -------------------------------------------------------------------------
 
     async def receive(self, inbound: InboundMessage) -> Received:
-        """Store the raw message (deduplicated), then route it onto a case."""
-        digest = content_hash(inbound.raw)
+        """Store one message (deduplicated) and route it onto a case."""
+        return (await self.receive_many([inbound]))[0]
+
+    async def receive_many(self, inbounds: Sequence[InboundMessage]) -> list[Received]:
+        """Store a batch of messages and route each onto a case, in one transaction: a burst
+        pays for one commit, not two per message. Routing runs in a savepoint per message, so
+        a message that cannot be routed is still stored, counted and left to :meth:`recover`.
+        If the commit fails nothing is kept, and the channel, not yet told the messages were
+        handled, delivers them again."""
         async with self.store.session() as session:
-            existing = await self._find_message(session, inbound, digest)
-            if existing is not None:
-                if not _left_unrouted(existing):
-                    return Received(existing.id, existing.case_id, None, False, True)
-                # A crash came between storing and routing, and the channel delivered it
-                # again: file it now rather than at the worker's next recovery sweep.
-                message_id = existing.id
-            else:
-                message = Message(
-                    direction="in", channel=inbound.channel,
-                    external_id=inbound.external_id[:998], content_hash=digest,
-                    sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
-                    subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
-                    raw=inbound.raw, envelope=envelope_json(inbound),
-                    received_at=inbound.received_at, problems=list(inbound.problems),
-                )
-                session.add(message)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    # Another worker stored it between our check and our insert.
-                    await session.rollback()
-                    async with self.store.session() as again:
-                        found = await self._find_message(again, inbound, digest)
-                    if found is None:
-                        raise
-                    return Received(found.id, found.case_id, None, False, True)
-                for item in inbound.attachments:
-                    session.add(Attachment(
-                        message_id=message.id, filename=item.filename[:255],
-                        content_type=item.content_type[:255], size=item.size, data=item.data,
-                        refused_reason=item.refused_reason,
-                    ))
-                message_id = message.id
-        return await self.route(message_id)
+            return [await self._receive_in(session, inbound) for inbound in inbounds]
+
+    async def _receive_in(self, session: AsyncSession, inbound: InboundMessage) -> Received:
+        digest = content_hash(inbound.raw)
+        message = await self._find_message(session, inbound, digest)
+        if message is not None:
+            if not _left_unrouted(message):
+                return Received(message.id, message.case_id, None, False, True)
+            # A crash came between storing and routing, and the channel delivered it again:
+            # file it now rather than at the next recovery sweep (which may be at it too).
+            await session.refresh(message, with_for_update=True)
+        else:
+            message = Message(
+                direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
+                content_hash=digest,
+                sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
+                subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
+                raw=inbound.raw, envelope=envelope_json(inbound),
+                received_at=inbound.received_at, problems=list(inbound.problems),
+            )
+            try:
+                async with session.begin_nested():
+                    session.add(message)
+            except IntegrityError:
+                # Another worker stored it between our check and our insert.
+                found = await self._find_message(session, inbound, digest)
+                if found is None:
+                    raise
+                return Received(found.id, found.case_id, None, False, True)
+            for item in inbound.attachments:
+                session.add(Attachment(
+                    message_id=message.id, filename=item.filename[:255],
+                    content_type=item.content_type[:255], size=item.size, data=item.data,
+                    refused_reason=item.refused_reason,
+                ))
+        routed = await self._route_or_count(session, message)
+        return routed or Received(message.id, None, None, False, False)
+
+    async def _route_or_count(self, session: AsyncSession, message: Message) -> Received | None:
+        """Route in a savepoint; a failure (None) is counted on the message, which stays
+        stored for :meth:`recover` to try again."""
+        try:
+            async with session.begin_nested():
+                return await self._route_in(session, message)
+        except Exception as exc:
+            log.exception("routing message %s failed", message.id)
+            message.route_attempts += 1
+            message.route_error = f"{type(exc).__name__}: {redact(str(exc))[:1000]}"
+            if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
+                await enqueue(session, kind="notice", channel="slack", now=self.clock.now(),
+                              key=f"notice:unroutable:{message.id}", payload={
+                                  "text": f"A message could not be filed as a case after "
+                                  f"{message.route_attempts} tries (stored as message "
+                                  f"{message.id}; nothing was lost): {type(exc).__name__}"})
+            return None
 
     async def _find_message(self, session: AsyncSession, inbound: InboundMessage,
                             digest: str) -> Message | None:
@@ -131,28 +159,32 @@ class Desk:
             message = await session.get(Message, message_id, with_for_update=True)
             if message is None:
                 raise NotFoundError(f"message {message_id} does not exist")
-            if message.processed_at is not None:
-                case = await session.get(Case, message.case_id) if message.case_id else None
-                return Received(message.id, message.case_id, case.ref if case else None,
-                                False, True)
-            inbound = _envelope_from_json(message)
-            now = self.clock.now()
-            case = await self._thread_of(session, inbound)
-            created = False
-            if inbound.is_bounce:
-                case = await self._bounce(session, message, inbound, case, now)
-            elif case is not None:
-                await self._attach(session, case, message, inbound, now)
-            elif _automatic(inbound):
-                log.info("auto-reply %s matched no case; stored, not answered", message.id,
-                         extra={"stored_message": message.id})
-            else:
-                case = await self._open_case(session, message, inbound, now)
-                created = True
-            message.case_id = case.id if case else None
-            message.processed_at = now
+            return await self._route_in(session, message)
+
+    async def _route_in(self, session: AsyncSession, message: Message) -> Received:
+        """Route a message the session holds locked (or has just stored)."""
+        if message.processed_at is not None:
+            case = await session.get(Case, message.case_id) if message.case_id else None
             return Received(message.id, message.case_id, case.ref if case else None,
-                            created, False)
+                            False, True)
+        inbound = _envelope_from_json(message)
+        now = self.clock.now()
+        case = await self._thread_of(session, inbound)
+        created = False
+        if inbound.is_bounce:
+            case = await self._bounce(session, message, inbound, case, now)
+        elif case is not None:
+            await self._attach(session, case, message, inbound, now)
+        elif _automatic(inbound):
+            log.info("auto-reply %s matched no case; stored, not answered", message.id,
+                     extra={"stored_message": message.id})
+        else:
+            case = await self._open_case(session, message, inbound, now)
+            created = True
+        message.case_id = case.id if case else None
+        message.processed_at = now
+        return Received(message.id, message.case_id, case.ref if case else None,
+                        created, False)
 
     async def _thread_of(self, session: AsyncSession, inbound: InboundMessage) -> Case | None:
         refs = [r for r in (inbound.thread_refs + inbound.bounced_message_ids) if r]
@@ -352,12 +384,11 @@ class Desk:
         One message or case that fails never holds up the others."""
         done = 0
         for message_id in await self.unrouted_messages():
-            try:
-                await self.route(message_id)
-                done += 1
-            except Exception as exc:
-                log.exception("routing message %s failed", message_id)
-                await self._route_failed(message_id, exc)
+            async with self.store.session() as session:
+                message = await session.get(Message, message_id, with_for_update=True)
+                if (message is not None and _left_unrouted(message)
+                        and await self._route_or_count(session, message) is not None):
+                    done += 1
         for case_id in await self.pending_cases():
             try:
                 if await self.process(case_id):
@@ -367,71 +398,96 @@ class Desk:
                 log.exception("drafting case %s failed", case_id)
         return done
 
-    async def _route_failed(self, message_id: int, exc: Exception) -> None:
-        now = self.clock.now()
-        async with self.store.session() as session:
-            message = await session.get(Message, message_id)
-            if message is None:
-                return
-            message.route_attempts += 1
-            message.route_error = f"{type(exc).__name__}: {redact(str(exc))[:1000]}"
-            if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
-                await enqueue(session, kind="notice", channel="slack", now=now,
-                              key=f"notice:unroutable:{message.id}", payload={
-                                  "text": f"A message could not be filed as a case after "
-                                  f"{message.route_attempts} tries (stored as message "
-                                  f"{message.id}; nothing was lost): {type(exc).__name__}"})
-
     async def process(self, case_id: int) -> bool:
         """Classify and draft a received case; False when another worker holds it."""
+        done, failed = await self._process_batch([case_id])
+        if case_id in failed:
+            raise failed[case_id]
+        return case_id in done
+
+    async def process_many(self, case_ids: Sequence[int]) -> list[int]:
+        """Classify and draft received cases together: one transaction claims them all and one
+        saves every draft. A case that fails is logged and left for its lease to run out,
+        when :meth:`recover` tries it again; the others go on. Returns the drafted ids."""
+        done, failed = await self._process_batch(case_ids)
+        for case_id, exc in failed.items():
+            log.error("drafting case %s failed", case_id, exc_info=exc)
+        return done
+
+    async def _process_batch(self, case_ids: Sequence[int]
+                             ) -> tuple[list[int], dict[int, Exception]]:
         now = self.clock.now()
+        work: list[tuple[int, str, DraftRequest]] = []
         async with self.store.session() as session:
-            claimed = await session.execute(
-                update(Case).where(
-                    Case.id == case_id, Case.status == Status.RECEIVED.value,
-                    or_(Case.lease_until.is_(None), Case.lease_until < now),
-                ).values(lease_until=now + PROCESS_LEASE)
-                .execution_options(synchronize_session=False)
-            )
-            if getattr(claimed, "rowcount", 0) != 1:
-                return False
-            case = await session.get(Case, case_id, populate_existing=True)
-            assert case is not None
-            question = _classify_text(case)
-        classification = self.classify(question)
+            claimed_ids = []
+            for case_id in dict.fromkeys(case_ids):
+                claimed = await session.execute(
+                    update(Case).where(
+                        Case.id == case_id, Case.status == Status.RECEIVED.value,
+                        or_(Case.lease_until.is_(None), Case.lease_until < now),
+                    ).values(lease_until=now + PROCESS_LEASE)
+                    .execution_options(synchronize_session=False)
+                )
+                if getattr(claimed, "rowcount", 0) == 1:
+                    claimed_ids.append(case_id)
+            for case in await self._cases_by_id(session, claimed_ids):
+                work.append((case.id, _classify_text(case), self._draft_request(case, [], [])))
+        # Classifying and drafting take no database lock.
+        drafted: dict[int, tuple[Classification, dict[str, Any]]] = {}
+        failed: dict[int, Exception] = {}
+        for case_id, question, request in work:
+            try:
+                classification = self.classify(question)
+                topics = [t.topic for t in classification.topics]
+                drafted[case_id] = (classification, await self._draft(dataclasses.replace(
+                    request, topics=topics, entities=list(classification.entities))))
+            except Exception as exc:  # the others are drafted all the same
+                failed[case_id] = exc
+        done: list[int] = []
+        if not drafted:
+            return done, failed
+        async with self.store.session() as session:
+            for case in await self._cases_by_id(session, list(drafted)):
+                if case.status != Status.RECEIVED.value or case.lease_until is None:
+                    continue
+                classification, draft_fields = drafted[case.id]
+                await self._save_classified(session, case, classification, draft_fields, now)
+                done.append(case.id)
+        return done, failed
+
+    async def _cases_by_id(self, session: AsyncSession, case_ids: Sequence[int]) -> list[Case]:
+        if not case_ids:
+            return []
+        result = await session.execute(
+            select(Case).where(Case.id.in_(case_ids)).order_by(Case.id)
+            .execution_options(populate_existing=True))
+        return list(result.scalars().all())
+
+    async def _save_classified(self, session: AsyncSession, case: Case,
+                               classification: Classification, draft_fields: dict[str, Any],
+                               now: datetime) -> None:
         topics = [t.topic for t in classification.topics]
-        async with self.store.session() as session:
-            case = await session.get(Case, case_id)
-            assert case is not None
-            request = self._draft_request(case, topics, classification.entities)
-        draft_fields = await self._draft(request)
-        async with self.store.session() as session:
-            case = await session.get(Case, case_id, populate_existing=True)
-            assert case is not None
-            if case.status != Status.RECEIVED.value or case.lease_until is None:
-                return False
-            reasons = []
-            if case.city_id is None:
-                reasons.append("unknown sender: no city matched")
-            if classification.needs_triage:
-                reasons.append("low topic confidence")
-            target = Status.NEEDS_TRIAGE if reasons else Status.DRAFTED
-            await transition(
-                session, case, target, actor="system", at=self.clock.now(),
-                sources=(Status.RECEIVED,), values={
-                    "topics": [{"topic": t.topic, "score": round(t.score, 4)}
-                               for t in classification.topics],
-                    "scores": {k: round(v, 4) for k, v in classification.scores.items()},
-                    "entities": [e.as_dict() for e in classification.entities],
-                    "urgency": classification.urgency,
-                    "triage_reason": "; ".join(reasons) or None, "lease_until": None,
-                    "meta": {**case.meta, "urgency_reasons": classification.urgency_reasons},
-                },
-                detail={"topics": topics},
-            )
-            await self._save_draft(session, case, draft_fields, topics, "system", now)
-            await self._queue_card(session, case, "review_card", now)
-        return True
+        reasons = []
+        if case.city_id is None:
+            reasons.append("unknown sender: no city matched")
+        if classification.needs_triage:
+            reasons.append("low topic confidence")
+        target = Status.NEEDS_TRIAGE if reasons else Status.DRAFTED
+        await transition(
+            session, case, target, actor="system", at=self.clock.now(),
+            sources=(Status.RECEIVED,), values={
+                "topics": [{"topic": t.topic, "score": round(t.score, 4)}
+                           for t in classification.topics],
+                "scores": {k: round(v, 4) for k, v in classification.scores.items()},
+                "entities": [e.as_dict() for e in classification.entities],
+                "urgency": classification.urgency,
+                "triage_reason": "; ".join(reasons) or None, "lease_until": None,
+                "meta": {**case.meta, "urgency_reasons": classification.urgency_reasons},
+            },
+            detail={"topics": topics},
+        )
+        await self._save_draft(session, case, draft_fields, topics, "system", now)
+        await self._queue_card(session, case, "review_card", now)
 
     def classify(self, text: str) -> Classification:
         if self.classifier is None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import selectinload
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from desk.models import Case, City, CityDomain, Contact, Correction, Counter
@@ -126,14 +127,16 @@ class Store:
         return result.scalar_one_or_none()
 
     async def list_cities(self, session: AsyncSession) -> Sequence[City]:
-        result = await session.execute(select(City).order_by(City.state, City.name))
+        result = await session.execute(select(City).options(selectinload(City.domains))
+                                       .order_by(City.state, City.name))
         return result.scalars().all()
 
     async def add_city(
         self, session: AsyncSession, name: str, state: str, domains: Sequence[str], now: datetime
     ) -> City:
         state = state.upper()
-        result = await session.execute(select(City).where(City.name == name, City.state == state))
+        result = await session.execute(select(City).options(selectinload(City.domains))
+                                       .where(City.name == name, City.state == state))
         city = result.scalar_one_or_none()
         if city is None:
             city = City(name=name, state=state, created_at=now, domains=[])

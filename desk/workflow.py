@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from desk.errors import AlreadyDoneError, WorkflowError
 from desk.models import Case, Event
@@ -101,7 +102,10 @@ async def transition(
         session, case.id, actor, kind or target.value, at,
         from_status=current.value, to_status=target.value, detail=detail,
     )
-    await session.refresh(case)
+    # The UPDATE wrote exactly these values: set them on the object as loaded, rather than
+    # reading the row (and its relationships) back.
+    for key, value in changes.items():
+        set_committed_value(case, key, value)
     return case
 
 

@@ -93,6 +93,9 @@ class LibraryDrafter:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.library: Library = library_for(store)
+        # Stems of each referral's and tool's text, for one library version at a time: they
+        # are the same for every draft until the library changes.
+        self._item_stems: tuple[str | None, dict[str, dict[Any, frozenset[str]]]] = (None, {})
 
     async def draft(self, request: DraftRequest) -> Package:
         selection = await self.select(request)
@@ -139,10 +142,11 @@ class LibraryDrafter:
         selection.resources = self._pick_resources(
             list(entries.values()), {e["id"]: relevance[num] for num, e in entries.items()},
             terms, topics, matchers, request)
-        selection.referrals = self._pick_simple(snap.referrals, terms, topics, matchers,
-                                                MAX_REFERRALS, minimum=1)
-        selection.tools = self._pick_simple(snap.tools, terms, topics, matchers, MAX_TOOLS,
-                                            minimum=0)
+        stems = self._stems_of_items(snap)
+        selection.referrals = self._pick_simple(snap.referrals, stems["referrals"], terms,
+                                                topics, matchers, MAX_REFERRALS, minimum=1)
+        selection.tools = self._pick_simple(snap.tools, stems["tools"], terms, topics, matchers,
+                                            MAX_TOOLS, minimum=0)
         log.info("drafted %s: %d resources, %d referrals, %d tools", request.case_ref,
                  len(selection.resources), len(selection.referrals), len(selection.tools))
         return selection
@@ -206,14 +210,24 @@ class LibraryDrafter:
             "why": why_line(entry, named, terms, topics, request.question),
         }
 
-    def _pick_simple(self, items: Sequence[dict[str, Any]], terms: Sequence[Term],
-                     topics: Sequence[str], matchers: Sequence[EntityMatcher], limit: int,
-                     *, minimum: int) -> list[dict[str, Any]]:
+    def _stems_of_items(self, snap: Snapshot) -> dict[str, dict[Any, frozenset[str]]]:
+        version, stems = self._item_stems
+        if version != snap.version:
+            stems = {kind: {item["id"]: frozenset(
+                stem(w) for text in _item_text(item) for w in tokenize(text)) for item in items}
+                for kind, items in (("referrals", snap.referrals), ("tools", snap.tools))}
+            self._item_stems = (snap.version, stems)
+        return stems
+
+    def _pick_simple(self, items: Sequence[dict[str, Any]], stems: dict[Any, frozenset[str]],
+                     terms: Sequence[Term], topics: Sequence[str],
+                     matchers: Sequence[EntityMatcher], limit: int, *,
+                     minimum: int) -> list[dict[str, Any]]:
         stems_of_terms = {t.stem: t.idf for t in terms}
         best_idf = max(stems_of_terms.values(), default=1.0) or 1.0
         scored: list[tuple[float, dict[str, Any]]] = []
         for item in items:
-            words = {stem(w) for text in _item_text(item) for w in tokenize(text)}
+            words = stems[item["id"]]
             text_score = sum(idf for s, idf in stems_of_terms.items() if s in words) / best_idf
             named = sum(1 for m in matchers if m.found_in(*_item_text(item)))
             topic = _topic_score(item["topics"], topics)

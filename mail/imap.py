@@ -11,12 +11,13 @@ import asyncio
 import logging
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aioimaplib
 
-__all__ = ["ImapConnection", "ImapError", "Selected"]
+__all__ = ["ImapConnection", "ImapError", "Selected", "uid_set"]
 
 log = logging.getLogger(__name__)
 
@@ -177,20 +178,21 @@ class ImapConnection:
                 return bytes(lines[index + 1])
         return None
 
-    async def mark_seen(self, uid: int) -> None:
-        await self._ok(self._client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"),
+    async def mark_seen(self, uids: Sequence[int]) -> None:
+        await self._ok(self._client.uid("store", uid_set(uids), "+FLAGS.SILENT", r"(\Seen)"),
                        "UID STORE")
 
-    async def move(self, uid: int, folder: str) -> None:
-        """Move one message; COPY, flag \\Deleted and expunge where MOVE is missing."""
+    async def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move messages; COPY, flag \\Deleted and expunge where MOVE is missing."""
+        which = uid_set(uids)
         if self.has_capability("MOVE"):
-            await self._ok(self._client.uid("move", str(uid), _quote(folder)), "UID MOVE")
+            await self._ok(self._client.uid("move", which, _quote(folder)), "UID MOVE")
             return
-        await self._ok(self._client.uid("copy", str(uid), _quote(folder)), "UID COPY")
-        await self._ok(self._client.uid("store", str(uid), "+FLAGS.SILENT",
+        await self._ok(self._client.uid("copy", which, _quote(folder)), "UID COPY")
+        await self._ok(self._client.uid("store", which, "+FLAGS.SILENT",
                                         r"(\Seen \Deleted)"), "UID STORE")
         if self.has_capability("UIDPLUS"):
-            await self._ok(self._client.uid("expunge", str(uid)), "UID EXPUNGE")
+            await self._ok(self._client.uid("expunge", which), "UID EXPUNGE")
         else:
             await self._ok(self._client.expunge(), "EXPUNGE")
 
@@ -266,3 +268,19 @@ def _quote(mailbox: str) -> str:
 def _text(lines: list[Any]) -> str:
     return " ".join(line.decode(errors="replace") if isinstance(line, bytes | bytearray)
                     else str(line) for line in lines)[:300]
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """An IMAP sequence set for ``uids``, runs collapsed: [1, 2, 3, 7] -> "1:3,7" (aioimaplib
+    takes the set as a string and has no helper for it)."""
+    parts: list[str] = []
+    ordered = sorted(set(uids))
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        parts.append(str(start) if start == previous else f"{start}:{previous}")
+        if uid is not None:
+            start = previous = uid
+    return ",".join(parts)

@@ -1,8 +1,9 @@
 """The email channel's intake: watch the 311 mailbox over IMAP and hand every new message on.
 
-For each new UID: fetch the raw message (without flagging it), parse it, await ``on_message``
-(which stores the raw message first and opens or threads the case), and only then flag it
-\\Seen or move it to the done folder, and advance the stored ``(UIDVALIDITY, last UID)``.
+For each batch of new UIDs (a few at a time, so a burst pays for one database commit per
+batch): fetch the raw messages (without flagging them), parse them, await ``on_messages``
+(which stores them and opens or threads their cases), and only then flag them \\Seen or move
+them to the done folder, and advance the stored ``(UIDVALIDITY, last UID)``.
 A crash anywhere in between makes the next run fetch the message again; the desk dedupes it
 on Message-ID or content hash, so nothing is lost and no case is doubled.
 
@@ -18,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text
@@ -41,8 +42,12 @@ MAX_BACKOFF = 60.0
 LOCK_RETRY_SECONDS = 15.0
 LOCK_PING_SECONDS = 15.0
 STATE_EVERY = 25  # save the last UID after this many messages of a burst, and at its end
+# Messages handed on together. Small enough that the first card of a burst is not kept
+# waiting for the rest, and a cap on the bytes held in memory at once.
+BATCH = 20
+BATCH_BYTES = 20_000_000
 
-OnMessage = Callable[[InboundMessage], Awaitable[object]]
+OnMessages = Callable[[Sequence[InboundMessage]], Awaitable[object]]
 
 
 def lock_key(mailbox_key: str) -> int:
@@ -53,14 +58,14 @@ def lock_key(mailbox_key: str) -> int:
 
 class ImapIntake:
     def __init__(
-        self, settings: MailSettings, store: Store, on_message: OnMessage, *,
+        self, settings: MailSettings, store: Store, on_messages: OnMessages, *,
         ssl_context: ssl.SSLContext | None = None, clock: Clock | None = None,
         idle_seconds: float = IDLE_SECONDS, timeout: float = 30.0,
         lock_retry_seconds: float = LOCK_RETRY_SECONDS,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.on_message = on_message
+        self.on_messages = on_messages
         # A custom context trusts a private CA (tests, an internal server); None: system CAs.
         self.ssl_context = ssl_context
         self.clock = clock or SystemClock()
@@ -225,10 +230,11 @@ class ImapIntake:
         criteria = "ALL" if self.settings.imap_done_folder else "UNSEEN"
         uids = await conn.uid_search(criteria)
         self._last_uid = 0
-        for uid in uids:
+        pending = list(uids)
+        while pending:
             if halt.is_set():
                 return  # the state still says "resync", so the next run starts over
-            await self._handle(conn, uid)
+            del pending[:await self._handle(conn, pending)]
         floor = (selected.uidnext - 1) if selected.uidnext else 0
         self._last_uid = max([floor, *uids])
         await self._save_state()
@@ -238,36 +244,52 @@ class ImapIntake:
         # "UID n:*" always matches the newest message, even below n: filter.
         uids = [uid for uid in await conn.uid_search("UID", f"{self._last_uid + 1}:*")
                 if uid > self._last_uid]
+        pending = list(uids)
         try:
-            for uid in uids:
+            while pending:
                 if halt.is_set():
                     return len(uids)
-                await self._handle(conn, uid)
-                self._last_uid = uid
-                # Saving after every message would double the database work of a burst; a
-                # crash makes the next run refetch at most a few, which the desk drops.
-                if uid - self._saved_uid >= STATE_EVERY:
+                taken = await self._handle(conn, pending)
+                self._last_uid = pending[taken - 1]
+                del pending[:taken]
+                # Saving after every batch would add database work to a burst; a crash makes
+                # the next run refetch at most a few, which the desk drops.
+                if self._last_uid - self._saved_uid >= STATE_EVERY:
                     await self._save_state()
         finally:
             if self._last_uid != self._saved_uid:
                 await self._save_state()
         return len(uids)
 
-    async def _handle(self, conn: ImapConnection, uid: int) -> None:
-        raw = await conn.fetch_raw(uid)
-        if raw is None:
-            log.info("message UID %s vanished before it could be read", uid)
-            return
-        # Parsing large HTML can take a while: keep it off the event loop.
-        parsed = await asyncio.to_thread(
-            parse_message, raw, max_attachment_bytes=self.settings.max_attachment_bytes)
-        inbound = to_inbound(parsed, raw, self.clock.now().astimezone(UTC))
-        await self.on_message(inbound)
-        # Only now, with the message safely stored, does the mailbox learn it was handled.
-        await conn.mark_seen(uid)
-        if self.settings.imap_done_folder:
-            await conn.move(uid, self.settings.imap_done_folder)
-        self.handled += 1
+    async def _handle(self, conn: ImapConnection, uids: Sequence[int]) -> int:
+        """Fetch, hand on and flag the first of ``uids`` (up to BATCH of them, fewer once
+        BATCH_BYTES are read); returns how many UIDs it took."""
+        inbounds: list[InboundMessage] = []
+        fetched: list[int] = []
+        size = taken = 0
+        for uid in uids[:BATCH]:
+            taken += 1
+            raw = await conn.fetch_raw(uid)
+            if raw is None:
+                log.info("message UID %s vanished before it could be read", uid)
+                continue
+            # Parsing large HTML can take a while: keep it off the event loop.
+            parsed = await asyncio.to_thread(
+                parse_message, raw, max_attachment_bytes=self.settings.max_attachment_bytes)
+            inbounds.append(to_inbound(parsed, raw, self.clock.now().astimezone(UTC)))
+            fetched.append(uid)
+            size += len(raw)
+            if size >= BATCH_BYTES:
+                break
+        if inbounds:
+            await self.on_messages(inbounds)
+            # Only now, with the messages safely stored, does the mailbox learn they were
+            # handled.
+            await conn.mark_seen(fetched)
+            if self.settings.imap_done_folder:
+                await conn.move(fetched, self.settings.imap_done_folder)
+            self.handled += len(inbounds)
+        return taken
 
     # ---- stored state -------------------------------------------------------------------
 

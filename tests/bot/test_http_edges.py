@@ -202,17 +202,30 @@ async def test_bot_messages_are_ignored(slack: Slack) -> None:
 async def test_help_and_status_commands(slack: Slack) -> None:
     help_ = await slack.command("help")
     assert "/311 ask" in help_.json()["text"]
+    usage = await slack.command("status")
+    assert "/311 status C-2026-0001" in usage.json()["text"]
+    # The status itself comes through the response URL, after an immediate empty ack.
     missing = await slack.command("status C-2026-0042")
-    assert missing.json()["text"] == "There is no case C-2026-0042."
+    assert missing.status_code == 200 and not missing.content
+    await slack.settle()
+    assert await told(slack) == "There is no case C-2026-0042."
     await slack.event(slack.mention("How do we budget for road repairs?"))
     await slack.settle()
-    status = await slack.command("status c-2026-0001")
-    text = status.json()["text"]
+    await slack.command("status c-2026-0001")
+    await slack.settle()
+    text = await told(slack)
     assert text.startswith("*C-2026-0001* (Fall River, MA)")
     assert "Drafted" in text and "Monday, November 30, 2026" in text
     assert "3 business days left" in text
     unknown = await slack.command("dance")
     assert "I don't know `dance`" in unknown.json()["text"]
+
+
+async def told(slack: Slack) -> str:
+    """The latest ephemeral message sent through the slash command's response URL."""
+    sent = [r for r in slack.api.responses if r["name"] == "command"]
+    assert sent and sent[-1]["response_type"] == "ephemeral"
+    return str(sent[-1]["text"])
 
 
 async def test_ask_command_opens_a_case_with_a_thread(slack: Slack) -> None:

@@ -25,7 +25,7 @@ async def main(argv: list[str]) -> None:
     )
     service = await build_service(settings, migrate=False, with_classifier=False)
     # Store and route only: drafting is the worker's next step, and not what is under test.
-    intake = ImapIntake(settings.mail, service.store, service.desk.receive)
+    intake = ImapIntake(settings.mail, service.store, service.desk.receive_many)
     stop = asyncio.Event()
     try:
         await intake.run(stop)

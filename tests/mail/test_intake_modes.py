@@ -66,10 +66,10 @@ async def test_tls_and_starttls(security: str, store, dovecot_tls: DovecotServer
     settings = MailSettings(**server.mail_settings(imap_security=security, imap_port=port))
     got: list[str] = []
 
-    async def on_message(inbound) -> None:  # type: ignore[no-untyped-def]
-        got.append(inbound.external_id)
+    async def on_messages(inbounds) -> None:  # type: ignore[no-untyped-def]
+        got.extend(inbound.external_id for inbound in inbounds)
 
-    intake = ImapIntake(settings, store, on_message, ssl_context=server.ssl_context())
+    intake = ImapIntake(settings, store, on_messages, ssl_context=server.ssl_context())
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
     try:
@@ -88,10 +88,10 @@ async def test_untrusted_certificate_is_refused(store, dovecot_tls: DovecotServe
                                                    imap_port=server.imaps_port))
     got: list[str] = []
 
-    async def on_message(inbound) -> None:  # type: ignore[no-untyped-def]
-        got.append(inbound.external_id)
+    async def on_messages(inbounds) -> None:  # type: ignore[no-untyped-def]
+        got.extend(inbound.external_id for inbound in inbounds)
 
-    intake = ImapIntake(settings, store, on_message)  # system CAs: the test cert is unknown
+    intake = ImapIntake(settings, store, on_messages)  # system CAs: the test cert is unknown
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
     await asyncio.to_thread(server.deliver, question(8))
@@ -113,10 +113,10 @@ async def test_reconnects_after_the_server_restarts(
     settings = MailSettings(**dovecot.mail_settings(imap_poll_seconds=3600.0))
     got: list[str] = []
 
-    async def on_message(inbound) -> None:  # type: ignore[no-untyped-def]
-        got.append(inbound.external_id)
+    async def on_messages(inbounds) -> None:  # type: ignore[no-untyped-def]
+        got.extend(inbound.external_id for inbound in inbounds)
 
-    intake = ImapIntake(settings, store, on_message, timeout=5)
+    intake = ImapIntake(settings, store, on_messages, timeout=5)
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
     try:
@@ -140,9 +140,9 @@ async def test_one_reader_per_mailbox_on_postgresql(
     got: dict[str, list[str]] = {"a": [], "b": []}
 
     def recorder(name: str):  # type: ignore[no-untyped-def]
-        async def on_message(inbound) -> None:  # type: ignore[no-untyped-def]
-            got[name].append(inbound.external_id)
-        return on_message
+        async def on_messages(inbounds) -> None:  # type: ignore[no-untyped-def]
+            got[name].extend(inbound.external_id for inbound in inbounds)
+        return on_messages
 
     first = ImapIntake(settings, store, recorder("a"), lock_retry_seconds=0.2)
     second = ImapIntake(settings, store, recorder("b"), lock_retry_seconds=0.2)
