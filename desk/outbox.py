@@ -7,6 +7,7 @@ the unique idempotency key means nothing is enqueued twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ __all__ = ["Dispatcher", "backoff", "enqueue"]
 
 log = logging.getLogger(__name__)
 
-# Longer than any one delivery may take (SMTP timeouts, Slack's Retry-After waits).
+# Longer than a delivery normally takes (SMTP timeouts, Slack's Retry-After waits); a longer
+# one has its lease renewed while it runs, so no other worker sends the row meanwhile.
 LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(minutes=30)
 # A channel that is not configured yet keeps its rows; look again now and then.
@@ -65,10 +67,13 @@ class Dispatcher:
     def __init__(
         self, store: Store, channels: Mapping[str, Channel], clock: Clock,
         on_sent: SentHook | None = None, on_failed: FailedHook | None = None,
+        lease: timedelta = LEASE, renew_every: float | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
         self.clock = clock
+        self.lease = lease
+        self.renew_every = renew_every or lease.total_seconds() / 3
         self.on_sent = on_sent
         self.on_failed = on_failed
         # Outcomes of deliveries that could not be written yet (the database was away).
@@ -92,7 +97,7 @@ class Dispatcher:
             for row in rows:
                 result = await session.execute(
                     update(Outbox).where(Outbox.id == row.id, due)
-                    .values(status="sending", lease_until=now + LEASE,
+                    .values(status="sending", lease_until=now + self.lease,
                             attempts=Outbox.attempts + 1)
                     .execution_options(synchronize_session=False)
                 )
@@ -124,6 +129,7 @@ class Dispatcher:
 
     async def _deliver(self, item: OutboundItem, result: DispatchResult) -> None:
         channel = self.channels[item.channel]
+        holding = asyncio.create_task(self._hold(item))
         try:
             receipt = await channel.deliver(item)
         except TransientDeliveryError as exc:
@@ -150,8 +156,24 @@ class Dispatcher:
                              "deferred")
             result.retried += 1
             return
+        finally:
+            holding.cancel()
         await self._outcome(item, "sent", None, receipt, self.on_sent)
         result.sent += 1
+
+    async def _hold(self, item: OutboundItem) -> None:
+        """Renew this attempt's lease while its delivery runs."""
+        while True:
+            await asyncio.sleep(self.renew_every)
+            try:
+                async with self.store.session() as session:
+                    await session.execute(
+                        update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",
+                                             Outbox.attempts == item.attempts)
+                        .values(lease_until=self.clock.now() + self.lease)
+                        .execution_options(synchronize_session=False))
+            except Exception:  # the database is away; a later renewal may still be in time
+                log.warning("outbox %s: could not renew the lease", item.id)
 
     async def _outcome(self, item: OutboundItem, status: str, error: str | None,
                        receipt: DeliveryReceipt | None, hook: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from sqlalchemy import func, select
@@ -161,6 +162,45 @@ async def test_two_dispatchers_with_a_slow_channel_send_each_row_once(
             sent = await session.execute(select(func.count(Outbox.id)).where(
                 Outbox.status == "sent"))
             assert sent.scalar_one() == len(channel.sent) == 10
+    finally:
+        await first.close()
+        await second.close()
+
+
+class HangingChannel:
+    """One delivery that outlasts the lease (a stalled SMTP session); while it hangs, a second
+    worker runs a round."""
+
+    name = "email"
+
+    def __init__(self, clock: FakeClock, other: Dispatcher) -> None:
+        self.clock = clock
+        self.other: Dispatcher | None = other
+        self.sent: list[int] = []
+
+    async def deliver(self, item: OutboundItem) -> DeliveryReceipt:
+        self.clock.advance(minutes=15)  # past the 10-minute lease
+        await asyncio.sleep(0.3)  # the first worker's renewals run meanwhile
+        if self.other is not None:
+            other, self.other = self.other, None
+            await other.run_once()
+        self.sent.append(item.id)
+        return DeliveryReceipt(external_id=f"<hung-{item.id}@311.test>")
+
+
+async def test_a_delivery_longer_than_the_lease_is_not_sent_twice(
+        db_url: str, clock: FakeClock) -> None:
+    first, second = Store.from_url(db_url), Store.from_url(db_url)
+    try:
+        desk = await seeded(first, clock)
+        await desk.receive(email(500))
+        spare = HangingChannel(clock, None)
+        channel = HangingChannel(clock, Dispatcher(second, {"email": spare}, clock))
+        await Dispatcher(first, {"email": channel}, clock, renew_every=0.05).run_once()
+        async with first.session() as session:
+            rows = (await session.execute(select(Outbox))).scalars().all()
+        assert [r.status for r in rows] == ["sent"] and rows[0].attempts == 1
+        assert channel.sent == [rows[0].id] and spare.sent == []
     finally:
         await first.close()
         await second.close()
