@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import func, select
 
 from desk.models import Case, Message, Outbox
@@ -147,24 +149,29 @@ class SlowChannel:
         return DeliveryReceipt(external_id=f"<slow-{item.id}@311.test>")
 
 
-async def test_two_dispatchers_with_a_slow_channel_send_each_row_once(
-        db_url: str, clock: FakeClock) -> None:
+@pytest.fixture
+async def two_workers(db_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one database, as two worker processes have."""
     first, second = Store.from_url(db_url), Store.from_url(db_url)
-    try:
-        desk = await seeded(first, clock)
-        for n in range(10):
-            await desk.receive(email(400 + n, sender=f"staff{n}@fallriverma.org"))
-        channel = SlowChannel(clock)
-        channel.meanwhile = Dispatcher(second, {"email": channel}, clock)
-        await Dispatcher(first, {"email": channel}, clock).run_once()
-        assert sorted(channel.sent) == sorted(set(channel.sent))
-        async with first.session() as session:
-            sent = await session.execute(select(func.count(Outbox.id)).where(
-                Outbox.status == "sent"))
-            assert sent.scalar_one() == len(channel.sent) == 10
-    finally:
-        await first.close()
-        await second.close()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_two_dispatchers_with_a_slow_channel_send_each_row_once(
+        two_workers: tuple[Store, Store], clock: FakeClock) -> None:
+    first, second = two_workers
+    desk = await seeded(first, clock)
+    for n in range(10):
+        await desk.receive(email(400 + n, sender=f"staff{n}@fallriverma.org"))
+    channel = SlowChannel(clock)
+    channel.meanwhile = Dispatcher(second, {"email": channel}, clock)
+    await Dispatcher(first, {"email": channel}, clock).run_once()
+    assert sorted(channel.sent) == sorted(set(channel.sent))
+    async with first.session() as session:
+        sent = await session.execute(select(func.count(Outbox.id)).where(
+            Outbox.status == "sent"))
+        assert sent.scalar_one() == len(channel.sent) == 10
 
 
 class HangingChannel:
@@ -189,21 +196,17 @@ class HangingChannel:
 
 
 async def test_a_delivery_longer_than_the_lease_is_not_sent_twice(
-        db_url: str, clock: FakeClock) -> None:
-    first, second = Store.from_url(db_url), Store.from_url(db_url)
-    try:
-        desk = await seeded(first, clock)
-        await desk.receive(email(500))
-        spare = HangingChannel(clock, None)
-        channel = HangingChannel(clock, Dispatcher(second, {"email": spare}, clock))
-        await Dispatcher(first, {"email": channel}, clock, renew_every=0.05).run_once()
-        async with first.session() as session:
-            rows = (await session.execute(select(Outbox))).scalars().all()
-        assert [r.status for r in rows] == ["sent"] and rows[0].attempts == 1
-        assert channel.sent == [rows[0].id] and spare.sent == []
-    finally:
-        await first.close()
-        await second.close()
+        two_workers: tuple[Store, Store], clock: FakeClock) -> None:
+    first, second = two_workers
+    desk = await seeded(first, clock)
+    await desk.receive(email(500))
+    spare = HangingChannel(clock, None)
+    channel = HangingChannel(clock, Dispatcher(second, {"email": spare}, clock))
+    await Dispatcher(first, {"email": channel}, clock, renew_every=0.05).run_once()
+    async with first.session() as session:
+        rows = (await session.execute(select(Outbox))).scalars().all()
+    assert [r.status for r in rows] == ["sent"] and rows[0].attempts == 1
+    assert channel.sent == [rows[0].id] and spare.sent == []
 
 
 async def test_a_calendar_acceptance_is_recorded_and_does_not_reopen(
