@@ -26,6 +26,11 @@ def select_topics(scores: Mapping[str, float], config: PipelineConfig) -> list[s
     """1-3 topic ids, best first: the best always, the next two only when they are both
     reasonably likely on their own and not far behind the best."""
     ranked = sorted(TOPICS, key=lambda t: (-scores.get(t, 0.0), t))
+    return _select(ranked, scores, config)
+
+
+def _select(ranked: Sequence[str], scores: Mapping[str, float], config: PipelineConfig,
+            ) -> list[str]:
     best = scores.get(ranked[0], 0.0)
     chosen = [ranked[0]]
     for topic in ranked[1:3]:
@@ -35,6 +40,15 @@ def select_topics(scores: Mapping[str, float], config: PipelineConfig) -> list[s
         else:
             break
     return chosen
+
+
+_BY_ID = tuple(sorted(TOPICS))
+
+
+def _ranked(scores: dict[str, float]) -> list[str]:
+    """The order of ``select_topics`` (score, best first; ties by topic id) for a dict that has
+    every topic: the sort is stable, also in reverse, and its input is in id order."""
+    return sorted(_BY_ID, key=scores.__getitem__, reverse=True)
 
 
 class SpacyClassifier:
@@ -93,15 +107,22 @@ class SpacyClassifier:
 
     def _to_classification(self, doc: Doc) -> Classification:
         cats = doc.cats
-        scores = {t: float(cats.get(t, 0.0)) for t in TOPICS}
-        chosen = select_topics(scores, self.config)
+        # The topic prior (and spaCy's textcat) write a float for each topic, in this order.
+        scores = (dict(cats) if tuple(cats) == TOPICS
+                  else {t: float(cats.get(t, 0.0)) for t in TOPICS})
+        ranked = _ranked(scores)
+        chosen = _select(ranked, scores, self.config)
         data = data_of(doc)
         triage = self.needs_triage(scores[chosen[0]], int(data.get(_CUES) or 0))
         if triage:  # nothing stands out: offer the reviewer the three best guesses
-            chosen = sorted(TOPICS, key=lambda t: (-scores[t], t))[:3]
-        text = text_of(doc)
-        entities = [Entity(label, text[start:end], start, end, value)
-                    for label, start, end, value in data.get(ENTITY_ROWS_KEY) or ()]
+            chosen = ranked[:3]
+        rows = data.get(ENTITY_ROWS_KEY)
+        if rows:
+            text = text_of(doc)
+            entities = [Entity(label, text[start:end], start, end, value)
+                        for label, start, end, value in rows]
+        else:
+            entities = []
         return Classification(
             topics=[TopicScore(t, scores[t]) for t in chosen],
             scores=scores,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
-from typing import cast
+from typing import Any, cast
 
 import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE
@@ -222,16 +222,27 @@ _ENT_ATTRS = [ENT_IOB, ENT_TYPE]
 _IOB_INSIDE, _IOB_OUTSIDE, _IOB_BEGIN = 1, 2, 3
 
 
+_outside_rows: dict[int, numpy.ndarray[Any, numpy.dtype[numpy.uint64]]] = {}
+
+
 def _set_ents(doc: Doc, spans: Iterable[Span]) -> None:
     """``doc.set_ents(spans, default="outside")`` for spans that do not overlap: the same
     ENT_IOB and ENT_TYPE of every token, written with ``Doc.from_array`` in a third of the time
-    (``set_ents`` checks every token in Python)."""
+    (``set_ents`` checks every token in Python). The all-outside rows of each length are kept
+    (``from_array`` only reads them)."""
     n = len(doc)
     if n == 0:
         return
-    rows = numpy.zeros((n, 2), dtype=numpy.uint64)
-    rows[:, 0] = _IOB_OUTSIDE
+    rows = _outside_rows.get(n)
+    if rows is None:
+        rows = numpy.zeros((n, 2), dtype=numpy.uint64)
+        rows[:, 0] = _IOB_OUTSIDE
+        rows.flags.writeable = False
+        if n <= 1024:
+            _outside_rows[n] = rows
     for span in spans:
+        if not rows.flags.writeable:
+            rows = rows.copy()
         rows[span.start:span.end] = (_IOB_INSIDE, span.label)
         rows[span.start, 0] = _IOB_BEGIN
     doc.from_array(_ENT_ATTRS, cast(Ints2d, rows))
@@ -367,7 +378,8 @@ class EntityFinder:
                 add(m.start(), m.end(), "MONEY", _money_value(m))
         if "FY" in text or "iscal year" in text:
             when.extend(m.start() for m in _FY_HINT_RE.finditer(text))
-        when.extend(m.start() for m in _NUMBER_DATE_HINT_RE.finditer(text))
+        if "19" in text or "20" in text or "/" in text:  # what the hint needs, found faster
+            when.extend(m.start() for m in _NUMBER_DATE_HINT_RE.finditer(text))
         if when:
             seen: set[tuple[int, int]] = set()
             for at in when:

@@ -58,23 +58,31 @@ class TopicPrior:
                 self.exact.add(f"cue|{topic}", exact)
             if stems:
                 self.stems.add(f"cue|{topic}", stems)
+        self.index_of = {key: TOPICS.index(topic) for key, topic in self.topic_of.items()}
 
     def cue_hits(self, doc: Doc) -> dict[str, int]:
-        hits = dict.fromkeys(TOPICS, 0)
-        for matcher in (self.stems, self.exact):
-            for match_id, _start, _end in matcher(doc):
-                hits[self.topic_of[match_id]] += 1
+        return dict(zip(TOPICS, self._hits(doc), strict=True))
+
+    def _hits(self, doc: Doc) -> list[int]:
+        """Cue hits per topic, in the order of ``TOPICS``."""
+        hits = [0] * len(TOPICS)
+        index_of = self.index_of
+        for match in self.stems(doc):
+            hits[index_of[match[0]]] += 1
+        for match in self.exact(doc):
+            hits[index_of[match[0]]] += 1
         return hits
 
     def __call__(self, doc: Doc) -> Doc:
-        hits = self.cue_hits(doc)
-        data_of(doc)[_CUES] = sum(hits.values())
-        if self.weight <= 0.0:
-            return doc
+        hits = self._hits(doc)
+        data_of(doc)[_CUES] = sum(hits)
         w, sat = self.weight, self.saturation
+        if w <= 0.0:
+            return doc
+        keep = 1.0 - w
         cats = doc.cats
-        doc.cats = {t: (1.0 - w) * float(cats.get(t, 0.0)) + w * hits[t] / (hits[t] + sat)
-                    for t in TOPICS}
+        doc.cats = {t: keep * float(cats.get(t, 0.0)) + w * n / (n + sat)
+                    for t, n in zip(TOPICS, hits, strict=True)}
         return doc
 
     # Rebuilt from the shipped cue lists: nothing to save or load.

@@ -75,11 +75,18 @@ class UrgencyDetector:
         self.when_id = nlp.vocab.strings.add(_WHEN_ID)
 
     def __call__(self, doc: Doc) -> Doc:
+        matches = self.matcher(doc)
+        text = text_of(doc)
+        if not matches and "/" not in text:  # most questions: nothing to weigh
+            data = data_of(doc)
+            data[_SCORE] = 0.0
+            data[_REASONS] = []
+            return doc
         best: dict[str, tuple[float, str]] = {}
         taken: set[int] = set()
         windows: list[tuple[int, int]] = []
         # Longest cue first, so "water main break" is one cue, not also "main break".
-        for match_id, start, end in sorted(self.matcher(doc), key=lambda m: m[1] - m[2]):
+        for match_id, start, end in sorted(matches, key=lambda m: m[1] - m[2]):
             if match_id == self.when_id:
                 span = doc[start:end]
                 windows.append((max(0, span.start_char - 70), span.end_char + 6))
@@ -90,7 +97,6 @@ class UrgencyDetector:
             kind, cue, weight = self.cues[match_id]
             if weight > best.get(cue, (0.0, ""))[0]:
                 best[cue] = (weight, f"{kind}: {cue}")
-        text = text_of(doc)
         if "/" in text:
             windows.append((0, len(text)))
         for pos, endpos in windows:
