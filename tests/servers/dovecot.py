@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.servers.certs import require_openssl, self_signed_cert
 from tests.support import unavailable
 
 __all__ = ["DovecotServer", "dovecot_version", "free_port"]
@@ -149,8 +150,8 @@ class DovecotServer:
         assert version is not None
         if version >= (2, 4):
             unavailable(f"Dovecot {version[0]}.{version[1]}: this fixture writes 2.3 config")
-        if tls and shutil.which("openssl") is None:
-            unavailable("openssl is needed to make a test certificate")
+        if tls:
+            require_openssl()
         # Not pytest's tmp_path: it is 0700, and Dovecot's mail processes run as another user.
         root = Path(tempfile.mkdtemp(prefix="city311-dovecot-"))
         root.chmod(0o755)
@@ -188,15 +189,7 @@ class DovecotServer:
             internal_group = grp.getgrgid(mail_gid).gr_name
         ssl_lines = ""
         if self.tls:
-            self.cert = root / "cert.pem"
-            key = root / "key.pem"
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
-                 "-out", str(self.cert), "-days", "2", "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                check=True, capture_output=True, timeout=60,
-            )
+            self.cert, key = self_signed_cert(root)
             ssl_lines = f"ssl_cert = <{self.cert}\nssl_key = <{key}\n"
         (root / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
         self.conf.write_text(_CONFIG_23.format(
