@@ -122,11 +122,12 @@ async def build_service(
     if settings.mail.delivery_enabled:
         from mail.delivery import EmailChannel
 
-        channels["email"] = EmailChannel(settings.mail)
+        channels["email"] = EmailChannel(settings.mail, tls_context=settings.mail.ssl_context())
     if settings.mail.intake_enabled:
         from mail.intake import ImapIntake
 
-        parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound_batch)
+        parts["mail_intake"] = ImapIntake(settings.mail, store, service.on_inbound_batch,
+                                          ssl_context=settings.mail.ssl_context())
     if settings.slack.enabled:
         from bot.app import SlackBot
 

@@ -5,6 +5,7 @@ This is the only module that reads the environment. Every variable is listed in 
 
 from __future__ import annotations
 
+import ssl
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -68,8 +69,25 @@ class MailSettings(BaseSettings):
     smtp_security: Literal["tls", "starttls", "plain"] = "starttls"
     smtp_user: str = ""
     smtp_password: str = ""
+    # PEM bundle of the certificate authorities the IMAP and SMTP servers are checked
+    # against (a private CA); empty: the system's.
+    ca_file: Path | None = None
     max_attachment_bytes: int = 10_000_000
     ack_per_sender_per_hour: int = 5
+
+    @field_validator("ca_file")
+    @classmethod
+    def _loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load certificates from {value}: {exc}") from exc
+        return value
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client context for a private CA; None leaves the libraries' own default."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
 
     @property
     def intake_enabled(self) -> bool:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from desk.errors import TransientDeliveryError
 from desk.ports import OutboundItem
+from desk.settings import MailSettings
 from mail.delivery import EmailChannel
 from tests.mail.conftest import CITY_SENDER, mail_settings, make_service
 from tests.mail.test_delivery import _approved_case, _reply_row
@@ -78,12 +80,10 @@ async def test_starttls_with_auth_sends_a_reply_through_the_outbox(
     db_url: str, tmp_path: Path, smtp: ServerFactory, live_clock: FakeClock,
 ) -> None:
     server = _submission(smtp)
+    # The test's own CA, given as an operator would: MAIL_CA_FILE.
     service = await make_service(
-        db_url, tmp_path,
-        mail_settings(None, server, smtp_user=USER, smtp_password=PASSWORD), live_clock)
-    # The private CA is the test's; the wiring's channel would use the system's CAs.
-    service.channels["email"] = EmailChannel(service.settings.mail,
-                                             tls_context=server.ssl_context())
+        db_url, tmp_path, mail_settings(None, server, smtp_user=USER, smtp_password=PASSWORD,
+                                        ca_file=server.cert), live_clock)
     try:
         case = await _approved_case(service, live_clock)
         assert (await service.dispatcher.run_once()).sent == 1
@@ -198,3 +198,12 @@ async def test_starttls_setting_never_falls_back_to_plain_text(smtp: ServerFacto
     await plain.deliver(_item())
     [delivered] = server.received
     assert (delivered.tls, delivered.login) == (None, None)
+
+
+def test_a_ca_file_that_is_not_a_certificate_is_a_clear_config_error(tmp_path: Path) -> None:
+    broken = tmp_path / "ca.pem"
+    broken.write_text("not a certificate\n")
+    with pytest.raises(ValidationError, match="cannot load certificates from"):
+        MailSettings(ca_file=broken)
+    with pytest.raises(ValidationError, match="cannot load certificates from"):
+        MailSettings(ca_file=tmp_path / "missing.pem")
