@@ -134,21 +134,24 @@ registry.languages.register(LANG, func=City311English)
 def _unigram_forward(model: Model[Any, Any], docs: list[Doc], is_train: bool,
                      ) -> tuple[tuple[Any, Any, Any], Any]:
     """spaCy's ``extract_ngrams(1, NORM)``: each doc's distinct NORMs (sorted) and their counts.
-    One sort for the whole batch instead of a ``numpy.unique`` per doc."""
+    Each doc's NORMs are sorted in place (a doc is short: that is cheaper than one sort of the
+    batch by doc and key), then the whole batch is counted at once instead of a
+    ``numpy.unique`` per doc."""
     arrays = [doc.to_array(NORM) for doc in docs]
     if not arrays:
         empty = numpy.zeros((0,), dtype="uint64")
         return (empty, numpy.zeros((0,), dtype="f"), numpy.zeros((0,), dtype="int32")), _no_grad
-    sizes = numpy.fromiter((a.shape[0] for a in arrays), dtype="int64", count=len(arrays))
+    for array in arrays:
+        array.sort()
+    ends = numpy.cumsum(numpy.fromiter(map(len, arrays), dtype="int64", count=len(arrays)))
     keys = numpy.concatenate(arrays)
-    owner = numpy.repeat(numpy.arange(len(arrays)), sizes)
-    order = numpy.lexsort((keys, owner))  # by doc, then by key
-    keys, owner = keys[order], owner[order]
-    first = numpy.ones(keys.shape[0], dtype=bool)
-    first[1:] = (keys[1:] != keys[:-1]) | (owner[1:] != owner[:-1])
+    first = numpy.ones(keys.shape[0], dtype=bool)  # the first of its key in its doc
+    first[1:] = keys[1:] != keys[:-1]
+    first[ends[ends < keys.shape[0]]] = True  # where the next doc starts
     starts = numpy.flatnonzero(first)
     counts = numpy.diff(numpy.append(starts, keys.shape[0]))
-    lengths = numpy.bincount(owner[starts], minlength=len(arrays)).astype("int32")
+    distinct = numpy.concatenate(([0], numpy.cumsum(first)))  # distinct keys before each index
+    lengths = (distinct[ends] - distinct[numpy.append(0, ends[:-1])]).astype("int32")
     return (keys[starts], counts.astype("f"), lengths), _no_grad
 
 
