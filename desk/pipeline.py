@@ -307,7 +307,9 @@ class Desk:
             session, kind="ack", channel=inbound.channel, key=f"ack:{case.id}:{case.cycle}",
             case_id=case.id, now=now, payload={
                 "to": sender, "subject": inbound.subject, "in_reply_to": inbound.external_id,
-                "references": inbound.thread_refs, "thread_key": case.thread_key,
+                "references": inbound.thread_refs,
+                "parent_references": inbound.meta.get("references"),
+                "thread_key": case.thread_key,
                 "due_at": case.due_at.isoformat(), "due_text": self.calendar.describe(case.due_at),
             },
         )
@@ -589,7 +591,8 @@ class Desk:
         return {
             "to": to, "subject": case.subject or envelope.get("subject"),
             "in_reply_to": last_in.external_id if last_in else None,
-            "references": refs, "thread_key": case.thread_key,
+            "references": refs, "parent_references": envelope.get("meta", {}).get("references"),
+            "thread_key": case.thread_key,
             "draft_version": draft.version, "text": draft.text, "html": draft.html,
             "mrkdwn": draft.mrkdwn, "package_url": self.package_url(case.package_token),
         }

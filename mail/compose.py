@@ -51,16 +51,21 @@ def reply_subject(subject: str | None, case_ref: str | None) -> str:
     return f"Re: {base}" if base else "Re: your question"
 
 
-def references_for(in_reply_to: str | None, references: Iterable[str] | None) -> list[str]:
+def references_for(in_reply_to: str | None, references: Iterable[str] | None,
+                   parent_references: Iterable[str] | None = None) -> list[str]:
     """RFC 5322 References: the parent's References, then the parent's Message-ID.
 
-    The payload carries the parent's thread as ``[parent In-Reply-To, *parent References]``
-    (deduplicated), so when the first id is the parent's own In-Reply-To it belongs just before
-    the parent at the end; the order only matters to clients that draw the thread tree.
+    ``parent_references`` is the parent's header as it was (messages stored since it is
+    kept). Older payloads carry only the thread as ``[parent In-Reply-To, *parent References]``
+    (deduplicated): there the first id, the parent's own In-Reply-To, belongs just before the
+    parent at the end. The order only matters to clients that draw the thread tree.
     """
-    refs = [r for r in (references or []) if r and r != in_reply_to]
-    if len(refs) > 1:
-        refs = [*refs[1:], refs[0]]
+    if parent_references is not None:
+        refs = [r for r in parent_references if r and r != in_reply_to]
+    else:
+        refs = [r for r in (references or []) if r and r != in_reply_to]
+        if len(refs) > 1:
+            refs = [*refs[1:], refs[0]]
     if in_reply_to:
         refs.append(in_reply_to)
     return list(dict.fromkeys(refs))
@@ -119,7 +124,7 @@ def _thread(msg: EmailMessage, payload: dict[str, Any]) -> None:
     parent = payload.get("in_reply_to")
     if parent:
         msg["In-Reply-To"] = parent
-    refs = references_for(parent, payload.get("references"))
+    refs = references_for(parent, payload.get("references"), payload.get("parent_references"))
     if refs:
         msg["References"] = " ".join(refs)
 

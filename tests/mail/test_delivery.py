@@ -54,10 +54,37 @@ def test_reply_subject_has_one_re_and_the_reference_once() -> None:
 
 
 def test_references_follow_rfc_5322() -> None:
-    # Payload thread refs are [parent In-Reply-To, *parent References].
+    # The parent's own References, then the parent.
+    assert references_for("<p@x>", ["<b@x>", "<a@x>"], ["<a@x>", "<b@x>"]) == [
+        "<a@x>", "<b@x>", "<p@x>"]
+    assert references_for("<p@x>", [], []) == ["<p@x>"]
+    # Payloads queued before the parent's header was kept: [parent In-Reply-To, *References].
     assert references_for("<p@x>", []) == ["<p@x>"]
     assert references_for("<p@x>", ["<b@x>", "<a@x>"]) == ["<a@x>", "<b@x>", "<p@x>"]
     assert references_for(None, []) == []
+
+
+async def test_a_reply_keeps_the_citys_references_in_order(
+    db_url: str, tmp_path: Path, smtp_server: SmtpServer, live_clock: FakeClock,
+) -> None:
+    # Some mail clients send References without In-Reply-To.
+    service = await make_service(db_url, tmp_path, mail_settings(None, smtp_server),
+                                 live_clock)
+    try:
+        raw = question(7, extra="References: <a@springfield.gov> <b@springfield.gov>\n")
+        received = await service.desk.receive(to_inbound(parse_message(raw), raw,
+                                                         live_clock.now()))
+        await service.desk.process(received.case_id or 0)
+        await service.desk.approve(received.case_ref or "", "U0REVIEWER")
+        await service.dispatcher.run_once(limit=5)
+        # The acknowledgement and the reply both answer the city's message.
+        answers = [r.message for r in smtp_server.received
+                   if r.message["In-Reply-To"] == "<q7@springfield.gov>"]
+        assert len(answers) == 2
+        assert {a["References"] for a in answers} == {
+            "<a@springfield.gov> <b@springfield.gov> <q7@springfield.gov>"}
+    finally:
+        await service.close()
 
 
 def test_reply_renders_text_and_escaped_html_with_threading_headers() -> None:
