@@ -5,6 +5,7 @@ This is the only module that reads the environment. Every variable is listed in 
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from datetime import date, time
 from pathlib import Path
@@ -69,6 +70,9 @@ class MailSettings(BaseSettings):
     smtp_security: Literal["tls", "starttls", "plain"] = "starttls"
     smtp_user: str = ""
     smtp_password: str = ""
+    # A password over an unencrypted connection to another machine is refused unless this
+    # says the network in between is trusted.
+    allow_plaintext_login: bool = False
     # PEM bundle of the certificate authorities the IMAP and SMTP servers are checked
     # against (a private CA); empty: the system's.
     ca_file: Path | None = None
@@ -242,8 +246,24 @@ class Settings(BaseSettings):
             raise ConfigError("MAIL_IMAP_USER", "required when MAIL_IMAP_HOST is set")
         if (self.mail.imap_host or self.mail.smtp_host) and not self.mail.address:
             raise ConfigError("MAIL_ADDRESS", "required when mail is configured")
+        mail = self.mail
+        for protocol, security, host, user in (
+                ("IMAP", mail.imap_security, mail.imap_host, mail.imap_user),
+                ("SMTP", mail.smtp_security, mail.smtp_host, mail.smtp_user)):
+            if (security == "plain" and host and user and not _loopback(host)
+                    and not mail.allow_plaintext_login):
+                raise ConfigError(f"MAIL_{protocol}_SECURITY", f"plain would send the {protocol} "
+                                  "password unencrypted; use tls or starttls (or set "
+                                  "MAIL_ALLOW_PLAINTEXT_LOGIN=true on a trusted network)")
         if self.sla.open_at >= self.sla.close_at:
             raise ConfigError("SLA_CLOSE_AT", "must be after SLA_OPEN_AT")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 _SECTIONS = {"database": "DATABASE_", "mail": "MAIL_", "slack": "SLACK_", "sla": "SLA_",

@@ -50,6 +50,21 @@ def test_half_configured_slack_names_the_missing_variable(tmp_path: Path) -> Non
     assert "xoxb-1" not in result.stderr
 
 
+def test_a_password_over_plain_text_to_another_machine_is_refused(tmp_path: Path) -> None:
+    mail = {"MAIL_ADDRESS": "desk@311.example", "MAIL_SMTP_HOST": "smtp.311.example",
+            "MAIL_SMTP_SECURITY": "plain", "MAIL_SMTP_USER": "desk",
+            "MAIL_SMTP_PASSWORD": "hunter2-secret"}
+    refused = run_cli("cities", "list", env=mail, data_dir=tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "MAIL_SMTP_SECURITY" in refused.stderr and "hunter2" not in refused.stderr
+    trusted = run_cli("cities", "list", data_dir=tmp_path,
+                      env={**mail, "MAIL_ALLOW_PLAINTEXT_LOGIN": "true"})
+    assert trusted.returncode == 0, trusted.stderr
+    local = run_cli("cities", "list", data_dir=tmp_path,
+                    env={**mail, "MAIL_SMTP_HOST": "127.0.0.1"})
+    assert local.returncode == 0, local.stderr
+
+
 def test_cities_shipped_add_import_list(tmp_path: Path) -> None:
     listed = run_cli("cities", "list", "--json", data_dir=tmp_path)
     assert listed.returncode == 0, listed.stderr
