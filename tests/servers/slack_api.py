@@ -4,7 +4,7 @@ Point the real ``AsyncWebClient`` at ``api.base_url`` (``http://127.0.0.1:PORT/a
 trailing slash matters). Implemented: ``auth.test``, ``chat.postMessage``, ``chat.update``,
 ``chat.postEphemeral``, ``views.open``, ``views.update``, ``users.info``,
 ``conversations.replies``, ``conversations.history``, ``conversations.open``,
-``usergroups.users.list``. Anything else answers ``unknown_method``.
+``usergroups.users.list``, ``apps.connections.open``. Anything else answers ``unknown_method``.
 
 Failures on demand: ``api.fail("chat.postMessage", status=429, retry_after=1)`` answers the
 next call of that method with HTTP 429 and ``Retry-After``; ``status=500`` a server error;
@@ -12,6 +12,15 @@ next call of that method with HTTP 429 and ``Retry-After``; ``status=500`` a ser
 
 Slash commands and interactions carry a ``response_url``; ``api.response_url()`` gives one on
 this server, and what the app posts there is recorded in ``api.responses``.
+
+Socket Mode, as Slack runs it: ``apps.connections.open`` answers only the app-level token
+``api.app_token`` (sent as ``Authorization: Bearer xapp-...``) with a
+``ws://127.0.0.1:PORT/link/?ticket=...`` URL on this server. A connection gets ``hello``;
+``await api.push(type, payload)`` sends an envelope to the newest connection and
+``await api.ack(envelope_id)`` waits for the app's ``{"envelope_id", "payload"}``. Every message
+the app sends is kept in ``api.acks``. ``await api.drop()`` closes the connection from the
+server side; ``await api.disconnect()`` sends Slack's ``disconnect`` message, after which the
+app opens a new connection and closes the old one itself.
 """
 
 from __future__ import annotations
@@ -19,17 +28,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
-__all__ = ["Call", "SlackApi"]
+__all__ = ["APP_TOKEN", "Call", "SlackApi", "SocketLink"]
 
 BOT_USER = "UBOT311"
 BOT_ID = "BBOT311"
 TEAM = "T111"
+APP_ID = "A0311"
+APP_TOKEN = "xapp-1-A0311-1-socketmode"
+WAIT = 15.0  # seconds a socket wait may take before the test fails
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,19 @@ class Call:
     args: dict[str, Any]
     token: str | None
     status: int  # what the server answered
+
+
+@dataclass
+class SocketLink:
+    """One Socket Mode connection as the server sees it."""
+
+    ticket: str
+    ws: web.WebSocketResponse
+    received: list[dict[str, Any]] = field(default_factory=list)  # what the app sent on it
+
+    @property
+    def open(self) -> bool:
+        return not self.ws.closed
 
 
 @dataclass
@@ -56,9 +83,14 @@ class SlackApi:
     responses: list[dict[str, Any]] = field(default_factory=list)
     # channel -> every message posted there (top level and in threads), oldest first
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    app_token: str = APP_TOKEN
+    sockets: list[SocketLink] = field(default_factory=list)  # every connection, oldest first
+    acks: list[dict[str, Any]] = field(default_factory=list)  # what the app sent on a socket
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[_Failure]] = defaultdict(list)
+        self._tickets: set[str] = set()
+        self._changed = asyncio.Event()
         self._ts = itertools.count(1)
         self._views = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -104,12 +136,108 @@ class SlackApi:
                 return found
         raise KeyError(f"{channel}:{ts}")
 
+    # ---- Socket Mode ----------------------------------------------------------------------
+
+    async def _until(self, ready: Callable[[], bool], what: str) -> None:
+        async def watch() -> None:
+            while not ready():
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(watch(), timeout=WAIT)
+        except TimeoutError:
+            raise AssertionError(f"Socket Mode: {what}") from None
+
+    async def connected(self, count: int = 1) -> SocketLink:
+        """Wait until the app has opened ``count`` connections in all and one is open."""
+        await self._until(lambda: len(self.sockets) >= count and self.sockets[-1].open,
+                          f"no connection number {count}")
+        return self.sockets[-1]
+
+    async def push(self, kind: str, payload: dict[str, Any], *,
+                   accepts_response_payload: bool | None = None, retry_attempt: int = 0,
+                   retry_reason: str = "") -> str:
+        """Send one envelope (``events_api``, ``slash_commands``, ``interactive``) to the
+        newest connection; returns its envelope id."""
+        link = await self.connected()
+        envelope_id = str(uuid.uuid4())
+        if accepts_response_payload is None:
+            # Slack takes a payload back where the HTTP answer could carry one.
+            accepts_response_payload = kind == "slash_commands" or payload.get("type") in (
+                "view_submission", "block_suggestion")
+        envelope: dict[str, Any] = {"envelope_id": envelope_id, "payload": payload,
+                                    "type": kind,
+                                    "accepts_response_payload": accepts_response_payload}
+        if kind == "events_api":  # Slack sends these on every event, 0 and "" the first time
+            envelope.update(retry_attempt=retry_attempt, retry_reason=retry_reason)
+        await link.ws.send_json(envelope)
+        return envelope_id
+
+    async def ack(self, envelope_id: str) -> dict[str, Any]:
+        """Wait for the app's acknowledgement of one envelope."""
+        def found() -> dict[str, Any] | None:
+            return next((a for a in self.acks if a.get("envelope_id") == envelope_id), None)
+
+        await self._until(lambda: found() is not None, f"envelope {envelope_id} not acked")
+        ack = found()
+        assert ack is not None
+        return ack
+
+    async def drop(self) -> None:
+        """Close the newest connection from the server side (a close frame)."""
+        link = await self.connected()
+        await link.ws.close(code=1001, message=b"going away")
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's notice that it is about to close the connection: the app should open a
+        new one (and close this one itself)."""
+        link = await self.connected()
+        await link.ws.send_json({"type": "disconnect", "reason": reason,
+                                 "debug_info": {"host": "applink-local"}})
+
+    def _open_connection(self, authorization: str) -> dict[str, Any]:
+        token = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") \
+            else ""
+        if not token.startswith("xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if token != self.app_token:
+            return {"ok": False, "error": "invalid_auth"}
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"ok": True,
+                "url": f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={APP_ID}"}
+
+    async def _link(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        ws = web.WebSocketResponse()  # answers the client's pings
+        await ws.prepare(request)
+        link = SocketLink(ticket, ws)
+        await ws.send_json({"type": "hello", "num_connections": 1 + sum(
+            1 for s in self.sockets if s.open),
+            "debug_info": {"host": "applink-local", "approximate_connection_time": 18060},
+            "connection_info": {"app_id": APP_ID}})
+        self.sockets.append(link)
+        self._changed.set()
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    link.received.append(json.loads(message.data))
+                    self.acks.append(link.received[-1])
+                    self._changed.set()
+        finally:
+            self._changed.set()
+        return ws
+
     # ---- server -------------------------------------------------------------------------
 
     async def start(self) -> SlackApi:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/respond/{name}", self._respond)
+        app.router.add_get("/link/", self._link)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -121,6 +249,9 @@ class SlackApi:
         return self
 
     async def stop(self) -> None:
+        for link in self.sockets:
+            if link.open:
+                await link.ws.close(code=1001, message=b"server stopping")
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -155,6 +286,9 @@ class SlackApi:
         self.calls.append(Call(method, args, token, 200))
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":  # the app-level token, in the header only
+            return web.json_response(self._open_connection(request.headers.get(
+                "Authorization", "")))
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
