@@ -13,7 +13,7 @@ a place name ("Springfield, OR", "Eugene OR"); lower-case words never count as c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
@@ -218,6 +218,7 @@ def _non_overlapping(spans: list[Span]) -> list[Span]:
     return ordered
 
 
+_LABELS = ("CITY", "STATE", "MONEY", "DATE", "PROGRAM", "AGENCY", "ORG")
 _ENT_ATTRS = [ENT_IOB, ENT_TYPE]
 _IOB_INSIDE, _IOB_OUTSIDE, _IOB_BEGIN = 1, 2, 3
 
@@ -225,7 +226,7 @@ _IOB_INSIDE, _IOB_OUTSIDE, _IOB_BEGIN = 1, 2, 3
 _outside_rows: dict[int, numpy.ndarray[Any, numpy.dtype[numpy.uint64]]] = {}
 
 
-def _set_ents(doc: Doc, spans: Iterable[Span]) -> None:
+def _set_ents(doc: Doc, spans: Sequence[Span]) -> None:
     """``doc.set_ents(spans, default="outside")`` for spans that do not overlap: the same
     ENT_IOB and ENT_TYPE of every token, written with ``Doc.from_array`` in a third of the time
     (``set_ents`` checks every token in Python). The all-outside rows of each length are kept
@@ -240,11 +241,14 @@ def _set_ents(doc: Doc, spans: Iterable[Span]) -> None:
         rows.flags.writeable = False
         if n <= 1024:
             _outside_rows[n] = rows
-    for span in spans:
-        if not rows.flags.writeable:
-            rows = rows.copy()
-        rows[span.start:span.end] = (_IOB_INSIDE, span.label)
-        rows[span.start, 0] = _IOB_BEGIN
+    if spans:
+        rows = rows.copy()
+        iob, label = rows[:, 0], rows[:, 1]
+        for span in spans:
+            start, end = span.start, span.end
+            iob[start] = _IOB_BEGIN
+            iob[start + 1:end] = _IOB_INSIDE
+            label[start:end] = span.label
     doc.from_array(_ENT_ATTRS, cast(Ints2d, rows))
 
 
@@ -256,6 +260,7 @@ class EntityFinder:
         self.gaz: Gazetteer = load_gazetteer()
         self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
         self.keys: dict[int, tuple[str, str | None]] = {}
+        self.label_ids = {label: nlp.vocab.strings.add(label) for label in _LABELS}
         strings = nlp.vocab.strings
         for value, forms in PROGRAMS.items():
             self._add(nlp, strings, "PROGRAM", value, forms)
@@ -312,31 +317,31 @@ class EntityFinder:
     def __call__(self, doc: Doc) -> Doc:
         data = data_of(doc)
         text = text_of(doc)
-        found: list[tuple[Span, str | None]] = []
+        # (span, label, start_char, end_char, value), in the order found: the label and offsets
+        # ride along, as reading them back from a Span costs a look-up each time.
+        found: list[tuple[Span, str, int, int, str | None]] = []
+        label_ids = self.label_ids
 
         def add(start: int, end: int, label: str, value: str | None) -> None:
-            span = doc.char_span(start, end, label=label, alignment_mode="expand")
+            span = doc.char_span(start, end, label=label_ids[label], alignment_mode="expand")
             if span is not None:
-                found.append((span, value))
+                found.append((span, label, span.start_char, span.end_char, value))
 
         when: list[int] = []
         states: list[tuple[int, int]] = []
         keys = self.keys
         for match_id, start, end in self.matcher(doc):
-            label, value = keys[match_id]
-            if label == "WHEN":
+            kind, value = keys[match_id]
+            if kind == "WHEN":
                 when.append(doc[start].idx)
                 continue
-            if label == "CODE":
-                span = Span(doc, start, end, label="STATE")
-                states.append((span.start_char, span.end_char))
-                if value in _SAFE_CODES:
-                    found.append((span, value))
-                continue
-            span = Span(doc, start, end, label=label)
+            label = "STATE" if kind == "CODE" else kind
+            span = Span(doc, start, end, label=label_ids[label])
+            start_char, end_char = span.start_char, span.end_char
             if label == "STATE":
-                states.append((span.start_char, span.end_char))
-            found.append((span, value))
+                states.append((start_char, end_char))
+            if kind != "CODE" or value in _SAFE_CODES:
+                found.append((span, label, start_char, end_char, value))
         for s_start, s_end in states:
             for m in self.place_state_re.finditer(text, max(0, s_start - 60), s_end):
                 if m.end() != s_end:
@@ -395,17 +400,22 @@ class EntityFinder:
             data[_VALUES] = {}
             data[ENTITY_ROWS_KEY] = []
             return doc
+        spans = _non_overlapping([entry[0] for entry in found])
+        if len(spans) == len(found):  # nothing overlapped: every entry is kept
+            kept_entries = found
+        else:
+            kept_ids = set(map(id, spans))
+            kept_entries = [entry for entry in found if id(entry[0]) in kept_ids]
+        kept = {(start, end, label) for _, label, start, end, _ in kept_entries}
+        codes = {v for _, label, start, end, v in found
+                 if label == "STATE" and v and (start, end, "STATE") in kept}
         values: dict[tuple[int, int], str | None] = {}
-        spans = _non_overlapping([span for span, _ in found])
-        kept = {(s.start_char, s.end_char, s.label_) for s in spans}
-        codes = {v for s, v in found if s.label_ == "STATE" and v
-                 and (s.start_char, s.end_char, "STATE") in kept}
-        for span, found_value in found:
+        for _, label, start, end, found_value in found:
             value = found_value
-            key = (span.start_char, span.end_char)
-            if (key[0], key[1], span.label_) not in kept or key in values:
+            key = (start, end)
+            if (start, end, label) not in kept or key in values:
                 continue
-            if span.label_ == "CITY" and value is not None and "," not in value:
+            if label == "CITY" and value is not None and "," not in value:
                 by_state = self.gaz.places.get(value, {})
                 # A state named in the text wins unless its namesake is a hamlet.
                 top = max(by_state.values(), default=0)
@@ -416,8 +426,12 @@ class EntityFinder:
         _set_ents(doc, spans)
         data[_VALUES] = values
         # The same, ready to report: (label, start, end, value) in text order.
-        data[ENTITY_ROWS_KEY] = [(s.label_, s.start_char, s.end_char,
-                                  values.get((s.start_char, s.end_char))) for s in spans]
+        entry_of = {id(entry[0]): entry for entry in kept_entries}
+        rows = []
+        for span in spans:
+            _, label, start, end, _ = entry_of[id(span)]
+            rows.append((label, start, end, values.get((start, end))))
+        data[ENTITY_ROWS_KEY] = rows
         return doc
 
     # The component is rebuilt from the shipped word lists: nothing to save or load.
