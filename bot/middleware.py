@@ -26,8 +26,10 @@ Next = Callable[[], Awaitable[Any]]
 
 
 def is_retry(request: AsyncBoltRequest) -> bool:
+    """A redelivery: Slack numbers retries from 1 (Socket Mode marks first tries with 0)."""
     values = request.headers.get("x-slack-retry-num") or []
-    return bool(values and str(values[0]).strip())
+    number = str(values[0]).strip() if values else ""
+    return bool(number) and number != "0"
 
 
 def skip_retries() -> Callable[..., Awaitable[BoltResponse | None]]:

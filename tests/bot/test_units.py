@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -13,6 +14,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.access import Reviewers
 from bot.app import SlackBot
 from bot.channel import translate
+from bot.middleware import is_retry
 from bot.strings import defuse, escape, plain_from_slack, safe_mrkdwn, trim
 from desk.errors import PermanentDeliveryError, TransientDeliveryError
 from desk.models import SeenEvent
@@ -105,3 +107,12 @@ async def test_without_an_app_token_run_returns_and_without_a_secret_no_routes(
     assert await http.tick() == 1
     assert await http.tick() == 0  # not again within the hour
     await http.aclose()
+
+
+def test_only_a_numbered_redelivery_is_a_retry() -> None:
+    def request(headers: dict[str, str]) -> AsyncBoltRequest:
+        return AsyncBoltRequest(body="{}", headers=headers, mode="socket_mode")
+
+    assert is_retry(request({"x-slack-retry-num": "1", "x-slack-retry-reason": "timeout"}))
+    assert not is_retry(request({"x-slack-retry-num": "0", "x-slack-retry-reason": ""}))
+    assert not is_retry(request({}))
