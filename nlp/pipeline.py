@@ -95,10 +95,11 @@ class City311English(English):  # type: ignore[no-untyped-call]
         self._chunks_tokenizer: object = None
 
     def make_doc(self, text: str) -> Doc:
-        chunks = text.split()
-        if self._chunks_tokenizer is not self.tokenizer or not self._chunks_seen.issuperset(
-                chunks):
-            self._cache_chunks(chunks)
+        if len(text) <= self.max_length:  # longer is refused below
+            chunks = text.split()
+            if self._chunks_tokenizer is not self.tokenizer or not self._chunks_seen.issuperset(
+                    chunks):
+                self._cache_chunks(chunks)
         doc: Doc = super().make_doc(text)
         doc.user_data[TEXT_KEY] = text  # see nlp.doctext
         return doc
