@@ -9,6 +9,7 @@ fresh clone works with no extra step; ``python -m nlp.build`` (``make model``) d
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -138,19 +139,32 @@ def ensure_model(model_dir: Path | None = None, *, seed: int = DEFAULT_SEED) -> 
     An explicit directory is only built when it holds no model yet.
     """
     if model_dir is not None:
-        if read_meta(model_dir) is None:
-            build_model(model_dir, seed=seed)
-        return model_dir
+        return _built(model_dir, None, seed)
     target = DEFAULT_MODEL_DIR
     if not _writable(target):
         target = Path(tempfile.gettempdir()) / "city311-nlp-model"
     questions = load_questions()
-    wanted = data_hash(questions, seed, PipelineConfig())
-    meta = read_meta(target)
-    if meta is None or meta.get("hash") != wanted:
-        log.info("building the topic model in %s", target)
-        build_model(target, questions, seed=seed)
+    return _built(target, data_hash(questions, seed, PipelineConfig()), seed, questions)
+
+
+def _built(target: Path, wanted: str | None, seed: int,
+           questions: Sequence[Question] | None = None) -> Path:
+    """``target`` once it holds a model (built from ``wanted`` data, when given)."""
+    if _current(target, wanted):
+        return target
+    # Two workers starting on a fresh checkout: one builds, the other waits and finds it built.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _current(target, wanted):
+            log.info("building the topic model in %s", target)
+            build_model(target, questions, seed=seed)
     return target
+
+
+def _current(model_dir: Path, wanted: str | None) -> bool:
+    meta = read_meta(model_dir)
+    return meta is not None and (wanted is None or meta.get("hash") == wanted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
