@@ -129,7 +129,8 @@ class Dispatcher:
 
     async def _deliver(self, item: OutboundItem, result: DispatchResult) -> None:
         channel = self.channels[item.channel]
-        holding = asyncio.create_task(self._hold(item))
+        delivered = asyncio.Event()
+        holding = asyncio.create_task(self._hold(item, delivered))
         try:
             receipt = await channel.deliver(item)
         except TransientDeliveryError as exc:
@@ -157,14 +158,20 @@ class Dispatcher:
             result.retried += 1
             return
         finally:
-            holding.cancel()
+            # Let a renewal in flight finish: cancelling it mid-query would break its connection.
+            delivered.set()
+            await holding
         await self._outcome(item, "sent", None, receipt, self.on_sent)
         result.sent += 1
 
-    async def _hold(self, item: OutboundItem) -> None:
-        """Renew this attempt's lease while its delivery runs."""
+    async def _hold(self, item: OutboundItem, delivered: asyncio.Event) -> None:
+        """Renew this attempt's lease until its delivery is over."""
         while True:
-            await asyncio.sleep(self.renew_every)
+            try:
+                await asyncio.wait_for(delivered.wait(), self.renew_every)
+                return
+            except TimeoutError:
+                pass
             try:
                 async with self.store.session() as session:
                     await session.execute(

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.directory import identify
@@ -90,6 +90,7 @@ class Desk:
 
     async def _receive_in(self, session: AsyncSession, inbound: InboundMessage) -> Received:
         digest = content_hash(inbound.raw)
+        inbound = without_nul(inbound)
         message = await self._find_message(session, inbound, digest)
         if message is not None:
             if not _left_unrouted(message):
@@ -115,6 +116,22 @@ class Desk:
                 if found is None:
                     raise
                 return Received(found.id, found.case_id, None, False, True)
+            except DataError as exc:
+                # A value the database will not take: keep the raw message under a plain
+                # envelope, so it reaches a person instead of holding up the batch.
+                log.error("message %s could not be stored as read (%s); stored raw",
+                          digest[:12], type(exc).__name__)
+                inbound = InboundMessage(
+                    channel=inbound.channel, external_id=f"sha256:{digest}", raw=inbound.raw,
+                    received_at=inbound.received_at, text="", reply_text="",
+                    problems=[f"could not be stored as read: {type(exc).__name__}"])
+                message = Message(
+                    direction="in", channel=inbound.channel, external_id=inbound.external_id,
+                    content_hash=digest, text="", reply_text="", raw=inbound.raw,
+                    envelope=envelope_json(inbound), received_at=inbound.received_at,
+                    problems=list(inbound.problems))
+                async with session.begin_nested():
+                    session.add(message)
             for item in inbound.attachments:
                 session.add(Attachment(
                     message_id=message.id, filename=item.filename[:255],
@@ -127,11 +144,16 @@ class Desk:
     async def _route_or_count(self, session: AsyncSession, message: Message) -> Received | None:
         """Route in a savepoint; a failure (None) is counted on the message, which stays
         stored for :meth:`recover` to try again."""
+        message_id = message.id
         try:
             async with session.begin_nested():
                 return await self._route_in(session, message)
+        except OperationalError:
+            raise  # the database itself (a deadlock, a lost connection): the whole batch again
         except Exception as exc:
-            log.exception("routing message %s failed", message.id)
+            log.exception("routing message %s failed", message_id)
+            # The rollback expired what the savepoint changed: read the row again.
+            await session.refresh(message)
             message.route_attempts += 1
             message.route_error = f"{type(exc).__name__}: {redact(str(exc))[:1000]}"
             if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
@@ -386,11 +408,14 @@ class Desk:
         One message or case that fails never holds up the others."""
         done = 0
         for message_id in await self.unrouted_messages():
-            async with self.store.session() as session:
-                message = await session.get(Message, message_id, with_for_update=True)
-                if (message is not None and _left_unrouted(message)
-                        and await self._route_or_count(session, message) is not None):
-                    done += 1
+            try:
+                async with self.store.session() as session:
+                    message = await session.get(Message, message_id, with_for_update=True)
+                    if (message is not None and _left_unrouted(message)
+                            and await self._route_or_count(session, message) is not None):
+                        done += 1
+            except Exception:  # counted where it could be; the next round tries again
+                log.exception("routing message %s failed", message_id)
         for case_id in await self.pending_cases():
             try:
                 if await self.process(case_id):
@@ -449,20 +474,27 @@ class Desk:
         if not drafted:
             return done, failed
         async with self.store.session() as session:
-            for case in await self._cases_by_id(session, list(drafted)):
+            for case in await self._cases_by_id(session, list(drafted), lock=True):
                 if case.status != Status.RECEIVED.value or case.lease_until is None:
-                    continue
+                    continue  # a reviewer took it over meanwhile
                 classification, draft_fields = drafted[case.id]
-                await self._save_classified(session, case, classification, draft_fields, now)
+                try:
+                    async with session.begin_nested():
+                        await self._save_classified(session, case, classification,
+                                                    draft_fields, now)
+                except (AlreadyDoneError, IntegrityError):
+                    continue  # changed under us after all: the other writer's state stands
                 done.append(case.id)
         return done, failed
 
-    async def _cases_by_id(self, session: AsyncSession, case_ids: Sequence[int]) -> list[Case]:
+    async def _cases_by_id(self, session: AsyncSession, case_ids: Sequence[int], *,
+                           lock: bool = False) -> list[Case]:
         if not case_ids:
             return []
-        result = await session.execute(
-            select(Case).where(Case.id.in_(case_ids)).order_by(Case.id)
-            .execution_options(populate_existing=True))
+        query = select(Case).where(Case.id.in_(case_ids)).order_by(Case.id)
+        if lock:
+            query = query.with_for_update(of=Case)
+        result = await session.execute(query.execution_options(populate_existing=True))
         return list(result.scalars().all())
 
     async def _save_classified(self, session: AsyncSession, case: Case,
@@ -821,3 +853,23 @@ def _left_unrouted(message: Message) -> bool:
     """An inbound message stored but never filed, and not yet given up on."""
     return (message.direction == "in" and message.processed_at is None
             and message.route_attempts < MAX_ROUTE_ATTEMPTS)
+
+
+def without_nul(inbound: InboundMessage) -> InboundMessage:
+    """The message with NUL characters taken out of its text: PostgreSQL refuses them in text
+    and JSON columns, and no reader misses them (the raw bytes keep them)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "")
+        if isinstance(value, list | tuple):
+            return type(value)(clean(v) for v in value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    changes = {f.name: clean(getattr(inbound, f.name)) for f in dataclasses.fields(inbound)
+               if f.name not in ("raw", "attachments", "received_at")}
+    attachments = [dataclasses.replace(a, filename=clean(a.filename),
+                                       content_type=clean(a.content_type))
+                   for a in inbound.attachments]
+    return dataclasses.replace(inbound, attachments=attachments, **changes)

@@ -79,6 +79,11 @@ class MailSettings(BaseSettings):
     max_attachment_bytes: int = 10_000_000
     ack_per_sender_per_hour: int = 5
 
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("ca_file")
     @classmethod
     def _loads(cls, value: Path | None) -> Path | None:

@@ -229,8 +229,9 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, received_at: datetime) -> Inboun
             "auto_reply_reasons": list(parsed.auto_reply_reasons),
             "delivery_actions": list(parsed.delivery_actions),
             "calendar_reply": _calendar_reply(raw),
-            # As the header lists them, for a reply's References in the same order.
-            "references": list(parsed.references),
+            # As the header lists them, for a reply's References in the same order (a parent
+            # with only In-Reply-To: that one id, RFC 5322 3.6.4).
+            "references": list(parsed.references) or refs,
         },
     )
 

@@ -124,7 +124,9 @@ async def test_a_redelivered_event_is_acked_and_opens_no_second_case(
         socket: SocketSlack) -> None:
     await ask(socket)
     await card_posted(socket)
-    body = {"type": "event_callback", "event_id": "Ev000001", "event": socket.mention("Again?")}
+    # A new event id: only the retry number marks this one as already seen.
+    body = {"type": "event_callback", "event_id": "EvRETRY001",
+            "event": socket.mention("Again?")}
     envelope_id = await socket.api.push("events_api", body, retry_attempt=1,
                                         retry_reason="timeout")
     assert await socket.api.ack(envelope_id) == {"envelope_id": envelope_id}

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from desk.models import Case, Message, Outbox
 from desk.outbox import Dispatcher
-from desk.pipeline import envelope_json
+from desk.pipeline import Desk, envelope_json
 from desk.ports import DeliveryReceipt, OutboundItem
 from desk.store import Store, content_hash
 from tests.desk.test_pipeline import count, email, seeded
@@ -44,6 +46,16 @@ async def test_long_sender_and_names_are_stored(store: Store, clock: FakeClock) 
     assert await desk.process(got.case_id or 0)
 
 
+async def set_aside_after_recovery(desk: Desk, store: Store, which: Any) -> Message:
+    """Run more recovery rounds than a message gets tries; it stays stored and unfiled."""
+    for _ in range(6):
+        await desk.recover()
+    async with store.session() as session:
+        row = (await session.execute(select(Message).where(which))).scalar_one()
+    assert row.route_attempts == 5 and row.processed_at is None
+    return row
+
+
 async def test_one_unroutable_message_does_not_block_the_rest(store: Store,
                                                              clock: FakeClock) -> None:
     desk = await seeded(store, clock)
@@ -56,13 +68,8 @@ async def test_one_unroutable_message_does_not_block_the_rest(store: Store,
         session.add(broken)
     stored = await desk.receive(email(5, body="Second question about crime"))
     assert stored.created and first.created
-    for _ in range(6):
-        await desk.recover()
-    async with store.session() as session:
-        row = (await session.execute(select(Message).where(
-            Message.external_id == "<broken@city>"))).scalar_one()
-        assert row.route_attempts == 5 and row.processed_at is None
-        assert row.route_error
+    row = await set_aside_after_recovery(desk, store, Message.external_id == "<broken@city>")
+    assert row.route_error
     assert await count(store, Outbox, Outbox.idempotency_key.like("notice:unroutable:%")) == 1
     assert await count(store, Case, Case.status == "drafted") == 2
 
@@ -84,6 +91,64 @@ async def test_a_message_stored_but_never_routed_is_filed_when_it_comes_again(
     assert await count(store, Message) == 1
     assert await count(store, Case) == 1
     assert await desk.unrouted_messages() == []
+
+
+@contextlib.asynccontextmanager
+async def refusing_to_file(store: Store, subject: str) -> AsyncIterator[None]:
+    """A database trigger that refuses to mark a message with this subject as filed: the
+    failure comes from the database, at the very end of routing, as a real one would."""
+    sqlite_db = store.engine.dialect.name == "sqlite"
+    async with store.session() as session:
+        if sqlite_db:
+            await session.execute(text(
+                "CREATE TRIGGER refuse_filing BEFORE UPDATE ON messages "
+                f"WHEN NEW.subject = '{subject}' AND NEW.processed_at IS NOT NULL "
+                "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"))
+        else:
+            await session.execute(text(
+                "CREATE OR REPLACE FUNCTION refuse_filing() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.subject = '{subject}' AND NEW.processed_at IS NOT NULL THEN "
+                "RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"))
+            await session.execute(text(
+                "CREATE TRIGGER refuse_filing BEFORE UPDATE ON messages FOR EACH ROW "
+                "EXECUTE FUNCTION refuse_filing()"))
+    try:
+        yield
+    finally:
+        async with store.session() as session:
+            await session.execute(text("DROP TRIGGER refuse_filing" if sqlite_db
+                                       else "DROP TRIGGER refuse_filing ON messages"))
+
+
+async def test_a_message_that_cannot_be_filed_keeps_its_batch_and_the_recovery_going(
+        store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    async with refusing_to_file(store, "Poison"):
+        got = await desk.receive_many([email(30), email(31, subject="Poison"), email(32)])
+        assert got[0].created and got[2].created
+        assert got[1].case_id is None and not got[1].duplicate
+        assert await count(store, Message) == 3
+        poison = await set_aside_after_recovery(desk, store, Message.subject == "Poison")
+        assert "refused by a trigger" in (poison.route_error or "")
+        assert await count(store, Outbox,
+                           Outbox.idempotency_key == f"notice:unroutable:{poison.id}") == 1
+        # The recovery went past it to the cases waiting for their drafts.
+        assert await count(store, Case, Case.status == "drafted") == 2
+
+
+async def test_nul_characters_in_headers_are_stored_without_them(store: Store,
+                                                                 clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    odd = replace(email(40, subject="Bond\x00rating"), sender_name="Da\x00na",
+                  thread_refs=["<a\x00b@city>"])
+    got = await desk.receive_many([email(41), odd, email(42)])
+    assert all(r.created for r in got)
+    async with store.session() as session:
+        stored = (await session.execute(select(Message).where(
+            Message.external_id == "<q40@city>"))).scalar_one()
+    assert stored.subject == "Bondrating" and b"\x00" not in stored.text.encode()
+    assert stored.envelope["thread_refs"] == ["<ab@city>"]
 
 
 async def test_approving_again_after_a_permanent_failure_sends(store: Store,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_references_follow_rfc_5322() -> None:
     assert references_for("<p@x>", []) == ["<p@x>"]
     assert references_for("<p@x>", ["<b@x>", "<a@x>"]) == ["<a@x>", "<b@x>", "<p@x>"]
     assert references_for(None, []) == []
+    # A parent that names only its own parent (In-Reply-To, no References) keeps it.
+    raw = (b"Message-ID: <p@x>\r\nIn-Reply-To: <g@x>\r\nSubject: Re: bond\r\n\r\nMore.\r\n")
+    inbound = to_inbound(parse_message(raw), raw, datetime(2026, 11, 24, tzinfo=UTC))
+    assert references_for("<p@x>", inbound.thread_refs, inbound.meta["references"]) == [
+        "<g@x>", "<p@x>"]
 
 
 async def test_a_reply_keeps_the_citys_references_in_order(

@@ -207,3 +207,5 @@ def test_a_ca_file_that_is_not_a_certificate_is_a_clear_config_error(tmp_path: P
         MailSettings(ca_file=broken)
     with pytest.raises(ValidationError, match="cannot load certificates from"):
         MailSettings(ca_file=tmp_path / "missing.pem")
+    # Set but empty, as templated deployments write it: the system CAs.
+    assert MailSettings(ca_file="").ca_file is None
