@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.directory import identify
@@ -116,7 +116,9 @@ class Desk:
                 if found is None:
                     raise
                 return Received(found.id, found.case_id, None, False, True)
-            except DataError as exc:
+            except DBAPIError as exc:
+                if not _refused_value(exc):
+                    raise
                 # A value the database will not take: keep the raw message under a plain
                 # envelope, so it reaches a person instead of holding up the batch.
                 log.error("message %s could not be stored as read (%s); stored raw",
@@ -853,6 +855,14 @@ def _left_unrouted(message: Message) -> bool:
     """An inbound message stored but never filed, and not yet given up on."""
     return (message.direction == "in" and message.processed_at is None
             and message.route_attempts < MAX_ROUTE_ATTEMPTS)
+
+
+def _refused_value(exc: DBAPIError) -> bool:
+    """The database refused a value (SQLSTATE class 22, "data exception"), not the work."""
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, DataError) or str(sqlstate or "").startswith("22")
 
 
 def without_nul(inbound: InboundMessage) -> InboundMessage:

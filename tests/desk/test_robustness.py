@@ -16,6 +16,7 @@ from desk.outbox import Dispatcher
 from desk.pipeline import Desk, envelope_json
 from desk.ports import DeliveryReceipt, OutboundItem
 from desk.store import Store, content_hash
+from tests.conftest import truncate_all
 from tests.desk.test_pipeline import count, email, seeded
 from tests.fakes import RecordingChannel
 from tests.support import FakeClock
@@ -149,6 +150,38 @@ async def test_nul_characters_in_headers_are_stored_without_them(store: Store,
             Message.external_id == "<q40@city>"))).scalar_one()
     assert stored.subject == "Bondrating" and b"\x00" not in stored.text.encode()
     assert stored.envelope["thread_refs"] == ["<ab@city>"]
+
+
+async def test_a_message_the_database_refuses_as_read_is_kept_raw(
+        pg_url: str, clock: FakeClock) -> None:
+    # PostgreSQL's own refusal of a value (SQLSTATE class 22), from a trigger on one subject.
+    await truncate_all(pg_url)
+    store = Store.from_url(pg_url)
+    try:
+        desk = await seeded(store, clock)
+        async with store.session() as session:
+            await session.execute(text(
+                "CREATE OR REPLACE FUNCTION refuse_value() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.subject = 'Refused' THEN RAISE EXCEPTION 'untranslatable' USING "
+                "ERRCODE = '22P05'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
+            await session.execute(text(
+                "CREATE TRIGGER refuse_value BEFORE INSERT ON messages FOR EACH ROW "
+                "EXECUTE FUNCTION refuse_value()"))
+        try:
+            odd = email(50, subject="Refused")
+            got = await desk.receive_many([email(51), odd, email(52)])
+        finally:
+            async with store.session() as session:
+                await session.execute(text("DROP TRIGGER refuse_value ON messages"))
+        assert [r.created for r in got] == [True, True, True]
+        async with store.session() as session:
+            kept = (await session.execute(select(Message).where(
+                Message.external_id == f"sha256:{content_hash(odd.raw)}"))).scalar_one()
+            case = await session.get(Case, got[1].case_id)
+        assert kept.raw == odd.raw and "could not be stored as read" in kept.problems[0]
+        assert case is not None and case.question == "(no text could be read)"
+    finally:
+        await store.close()
 
 
 async def test_approving_again_after_a_permanent_failure_sends(store: Store,
