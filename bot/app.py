@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
 PRUNE_EVERY = 3600.0  # seconds between clean-ups of the seen event ids
+# apps.connections.open errors that retrying cannot mend.
+REFUSED_APP_TOKEN = frozenset({"invalid_auth", "not_allowed_token_type", "token_revoked",
+                               "account_inactive", "not_authed"})
 
 
 class SlackBot:
@@ -134,7 +137,7 @@ class SlackBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Socket Mode when SLACK_APP_TOKEN is set; otherwise Slack comes to us over HTTP."""
-        if not self.settings.app_token:
+        if not self.settings.app_token or not await self._app_token_accepted():
             return
         self._socket = _SocketModeHandler(self.app, self.settings.app_token)
         await self._socket.connect_async()
@@ -144,6 +147,22 @@ class SlackBot:
         finally:
             await self._socket.close_async()
             self._socket = None
+
+    async def _app_token_accepted(self) -> bool:
+        """Ask Slack once before Socket Mode starts: a refused app token is for an operator
+        to fix, and the SDK would retry it every ten seconds for ever. An unreachable Slack
+        is left to the SDK's retries."""
+        try:
+            await self.client.apps_connections_open(app_token=self.settings.app_token)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in REFUSED_APP_TOKEN:
+                log.error("Slack refused SLACK_APP_TOKEN (%s); Socket Mode stays off until "
+                          "it is fixed and the service restarted", error)
+                return False
+        except (SlackClientError, OSError) as exc:
+            log.warning("Slack not reachable to check SLACK_APP_TOKEN: %s", exc)
+        return True
 
     async def tick(self) -> int:
         """Worker step: forget handled event ids after a day (Slack retries within hours)."""

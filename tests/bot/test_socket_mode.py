@@ -97,7 +97,8 @@ async def card_posted(socket: SocketSlack, count: int = 1) -> None:
 
 async def test_a_mention_over_the_socket_opens_a_case_and_the_card_follows(
         socket: SocketSlack) -> None:
-    assert opened_with(socket.api) == [APP_TOKEN]  # the app-level token, not the bot's
+    # The app-level token, not the bot's: once to check it, once to connect.
+    assert opened_with(socket.api) == [APP_TOKEN, APP_TOKEN]
     assert len(socket.api.sockets) == 1
 
     question_ts = await ask(socket)
@@ -196,7 +197,7 @@ async def test_the_app_reconnects_by_itself(socket: SocketSlack, how: str) -> No
     else:
         await socket.api.disconnect()
     second = await socket.api.connected(2)
-    assert opened_with(socket.api) == [APP_TOKEN, APP_TOKEN]
+    assert opened_with(socket.api) == [APP_TOKEN] * 3  # the check, the first, the second
 
     async def first_closed() -> bool:
         return not first.open
@@ -209,19 +210,23 @@ async def test_the_app_reconnects_by_itself(socket: SocketSlack, how: str) -> No
     assert [c.ref for c in await socket.cases()] == ["C-2026-0001", "C-2026-0002"]
 
 
-async def test_a_wrong_app_token_is_refused_and_no_socket_opens(slack: Slack) -> None:
+async def test_a_wrong_app_token_is_refused_and_no_socket_opens(
+        slack: Slack, caplog: pytest.LogCaptureFixture) -> None:
     slack.api.app_token = "xapp-1-A0311-1-another"
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(slack.service).run(stop))
 
-    async def tried() -> bool:
-        return bool(opened_with(slack.api))
+    async def refused() -> bool:
+        return "Slack refused SLACK_APP_TOKEN (invalid_auth)" in caplog.text
 
-    await until(tried, "apps.connections.open called")
-    assert opened_with(slack.api)[0] == APP_TOKEN
-    assert slack.api.sockets == []
+    await until(refused, "the refusal logged")
+    assert opened_with(slack.api) == [APP_TOKEN]
+    assert slack.api.sockets == [] and slack.bot._socket is None
+    # The rest of the worker runs on.
+    assert not worker.done()
     stop.set()
     await worker
+    assert APP_TOKEN not in caplog.text
 
 
 async def test_http_events_are_not_served_in_socket_mode(socket: SocketSlack) -> None:
