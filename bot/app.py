@@ -160,8 +160,9 @@ class SlackBot:
                 log.error("Slack refused SLACK_APP_TOKEN (%s); Socket Mode stays off until "
                           "it is fixed and the service restarted", error)
                 return False
-        except (SlackClientError, OSError) as exc:
-            log.warning("Slack not reachable to check SLACK_APP_TOKEN: %s", exc)
+        except Exception as exc:  # anything but a refusal: the SDK's own retries decide
+            log.warning("could not check SLACK_APP_TOKEN with Slack (%s); connecting anyway",
+                        type(exc).__name__)
         return True
 
     async def tick(self) -> int:

@@ -44,7 +44,9 @@ class Worker:
         for name, part in self.service.parts.items():
             runner = getattr(part, "run", None)
             if runner is not None:
-                loops.append(asyncio.create_task(runner(stop), name=f"{name}-loop"))
+                loop = asyncio.create_task(runner(stop), name=f"{name}-loop")
+                loop.add_done_callback(_report_end)
+                loops.append(loop)
         log.info("worker started")
         try:
             while not stop.is_set():
@@ -62,6 +64,13 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             log.info("worker stopped")
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """A channel loop that dies says so at once, not silently at shutdown."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r; the rest of the worker runs on", task.get_name(),
+                  task.exception(), exc_info=task.exception())
 
 
 async def _first(*waits: Awaitable[object]) -> None:

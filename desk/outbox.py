@@ -8,6 +8,7 @@ the unique idempotency key means nothing is enqueued twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # one has its lease renewed while it runs, so no other worker sends the row meanwhile.
 LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(minutes=30)
+RENEWAL_WAIT = 5.0  # seconds a finished delivery waits for a lease renewal in flight
 # A channel that is not configured yet keeps its rows; look again now and then.
 UNCONFIGURED_RETRY = timedelta(minutes=5)
 
@@ -158,9 +160,12 @@ class Dispatcher:
             result.retried += 1
             return
         finally:
-            # Let a renewal in flight finish: cancelling it mid-query would break its connection.
+            # Let a renewal in flight finish (cancelling it mid-query breaks its connection),
+            # but never wait on a database that does not answer.
             delivered.set()
-            await holding
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(holding), RENEWAL_WAIT)
+            holding.cancel()
         await self._outcome(item, "sent", None, receipt, self.on_sent)
         result.sent += 1
 

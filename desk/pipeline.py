@@ -19,7 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.directory import identify
@@ -123,17 +129,8 @@ class Desk:
                 # envelope, so it reaches a person instead of holding up the batch.
                 log.error("message %s could not be stored as read (%s); stored raw",
                           digest[:12], type(exc).__name__)
-                inbound = InboundMessage(
-                    channel=inbound.channel, external_id=f"sha256:{digest}", raw=inbound.raw,
-                    received_at=inbound.received_at, text="", reply_text="",
-                    problems=[f"could not be stored as read: {type(exc).__name__}"])
-                message = Message(
-                    direction="in", channel=inbound.channel, external_id=inbound.external_id,
-                    content_hash=digest, text="", reply_text="", raw=inbound.raw,
-                    envelope=envelope_json(inbound), received_at=inbound.received_at,
-                    problems=list(inbound.problems))
-                async with session.begin_nested():
-                    session.add(message)
+                message = await self._store_plain(session, inbound, digest, exc)
+                inbound = dataclasses.replace(inbound, attachments=[])  # the raw keeps them
             for item in inbound.attachments:
                 session.add(Attachment(
                     message_id=message.id, filename=item.filename[:255],
@@ -143,6 +140,35 @@ class Desk:
         routed = await self._route_or_count(session, message)
         return routed or Received(message.id, None, None, False, False)
 
+    async def _store_plain(self, session: AsyncSession, inbound: InboundMessage, digest: str,
+                           exc: DBAPIError) -> Message:
+        """The raw message under an envelope of only what dedupe and threading need: its
+        Message-ID, sender and thread; if even those are refused, its hash alone."""
+        problem = f"could not be stored as read: {type(exc).__name__}"
+        plain = InboundMessage(
+            channel=inbound.channel, external_id=inbound.external_id[:998], raw=inbound.raw,
+            received_at=inbound.received_at, text="", reply_text="",
+            sender_email=inbound.sender_email, sender_slack_id=inbound.sender_slack_id,
+            thread_refs=inbound.thread_refs, thread_key=inbound.thread_key, problems=[problem])
+        bare = InboundMessage(
+            channel=inbound.channel, external_id=f"sha256:{digest}", raw=inbound.raw,
+            received_at=inbound.received_at, text="", reply_text="", problems=[problem])
+        for candidate in (plain, bare):
+            message = Message(
+                direction="in", channel=candidate.channel, external_id=candidate.external_id,
+                content_hash=digest, sender=_clip(candidate.sender_email
+                                                  or candidate.sender_slack_id, 320),
+                text="", reply_text="", raw=candidate.raw, envelope=envelope_json(candidate),
+                received_at=candidate.received_at, problems=[problem])
+            try:
+                async with session.begin_nested():
+                    session.add(message)
+                return message
+            except DBAPIError as again:
+                if candidate is bare or not _refused_value(again):
+                    raise
+        raise AssertionError("unreachable")
+
     async def _route_or_count(self, session: AsyncSession, message: Message) -> Received | None:
         """Route in a savepoint; a failure (None) is counted on the message, which stays
         stored for :meth:`recover` to try again."""
@@ -150,21 +176,22 @@ class Desk:
         try:
             async with session.begin_nested():
                 return await self._route_in(session, message)
-        except OperationalError:
-            raise  # the database itself (a deadlock, a lost connection): the whole batch again
         except Exception as exc:
-            log.exception("routing message %s failed", message_id)
-            # The rollback expired what the savepoint changed: read the row again.
-            await session.refresh(message)
-            message.route_attempts += 1
-            message.route_error = f"{type(exc).__name__}: {redact(str(exc))[:1000]}"
-            if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
-                await enqueue(session, kind="notice", channel="slack", now=self.clock.now(),
-                              key=f"notice:unroutable:{message.id}", payload={
-                                  "text": f"A message could not be filed as a case after "
-                                  f"{message.route_attempts} tries (stored as message "
-                                  f"{message.id}; nothing was lost): {type(exc).__name__}"})
-            return None
+            if isinstance(exc, DBAPIError) and _database_failure(exc):
+                raise  # the database itself (a deadlock, a lost connection): the batch again
+            failure = exc
+        log.error("routing message %s failed", message_id, exc_info=failure)
+        # The rollback expired what the savepoint changed: read the row again.
+        await session.refresh(message)
+        message.route_attempts += 1
+        message.route_error = f"{type(failure).__name__}: {redact(str(failure))[:1000]}"
+        if message.route_attempts >= MAX_ROUTE_ATTEMPTS:
+            await enqueue(session, kind="notice", channel="slack", now=self.clock.now(),
+                          key=f"notice:unroutable:{message.id}", payload={
+                              "text": f"A message could not be filed as a case after "
+                              f"{message.route_attempts} tries (stored as message "
+                              f"{message.id}; nothing was lost): {type(failure).__name__}"})
+        return None
 
     async def _find_message(self, session: AsyncSession, inbound: InboundMessage,
                             digest: str) -> Message | None:
@@ -855,6 +882,15 @@ def _left_unrouted(message: Message) -> bool:
     """An inbound message stored but never filed, and not yet given up on."""
     return (message.direction == "in" and message.processed_at is None
             and message.route_attempts < MAX_ROUTE_ATTEMPTS)
+
+
+def _database_failure(exc: DBAPIError) -> bool:
+    """The database failed the work, not this message: a lost connection, a deadlock, a
+    serialization failure, lack of resources, an operator's intervention (SQLSTATE classes
+    08, 40, 53, 57). The driver reports most of these as a plain DBAPIError."""
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return str(getattr(exc.orig, "sqlstate", None) or "")[:2] in ("08", "40", "53", "57")
 
 
 def _refused_value(exc: DBAPIError) -> bool:

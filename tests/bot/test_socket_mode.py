@@ -229,6 +229,19 @@ async def test_a_wrong_app_token_is_refused_and_no_socket_opens(
     assert APP_TOKEN not in caplog.text
 
 
+async def test_slack_failing_the_token_check_is_no_refusal(slack: Slack) -> None:
+    # An error from Slack's side when the token is checked: Socket Mode starts all the same.
+    slack.api.fail("apps.connections.open", status=500, times=1)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(Worker(slack.service).run(stop))
+    try:
+        await slack.api.connected()
+        assert slack.bot._socket is not None
+    finally:
+        stop.set()
+        await worker
+
+
 async def test_http_events_are_not_served_in_socket_mode(socket: SocketSlack) -> None:
     body = json.dumps({"type": "event_callback", "event_id": "EvHTTP",
                        "event": socket.mention("Is anyone there?")})

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from desk.models import Case, Message, Outbox
 from desk.outbox import Dispatcher
@@ -152,36 +153,70 @@ async def test_nul_characters_in_headers_are_stored_without_them(store: Store,
     assert stored.envelope["thread_refs"] == ["<ab@city>"]
 
 
-async def test_a_message_the_database_refuses_as_read_is_kept_raw(
-        pg_url: str, clock: FakeClock) -> None:
-    # PostgreSQL's own refusal of a value (SQLSTATE class 22), from a trigger on one subject.
+@contextlib.asynccontextmanager
+async def pg_refusal(store: Store, when: str, condition: str, errcode: str
+                     ) -> AsyncIterator[None]:
+    """A PostgreSQL trigger on messages that fails with ``errcode`` when ``condition`` holds:
+    the database's own errors, raised where the real ones would be."""
+    async with store.session() as session:
+        await session.execute(text(
+            "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF {condition} THEN RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}'; "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
+        await session.execute(text(
+            f"CREATE TRIGGER refuse {when} ON messages FOR EACH ROW EXECUTE FUNCTION refuse()"))
+    try:
+        yield
+    finally:
+        async with store.session() as session:
+            await session.execute(text("DROP TRIGGER refuse ON messages"))
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[Store]:
     await truncate_all(pg_url)
     store = Store.from_url(pg_url)
-    try:
-        desk = await seeded(store, clock)
-        async with store.session() as session:
-            await session.execute(text(
-                "CREATE OR REPLACE FUNCTION refuse_value() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.subject = 'Refused' THEN RAISE EXCEPTION 'untranslatable' USING "
-                "ERRCODE = '22P05'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
-            await session.execute(text(
-                "CREATE TRIGGER refuse_value BEFORE INSERT ON messages FOR EACH ROW "
-                "EXECUTE FUNCTION refuse_value()"))
-        try:
-            odd = email(50, subject="Refused")
-            got = await desk.receive_many([email(51), odd, email(52)])
-        finally:
-            async with store.session() as session:
-                await session.execute(text("DROP TRIGGER refuse_value ON messages"))
-        assert [r.created for r in got] == [True, True, True]
-        async with store.session() as session:
-            kept = (await session.execute(select(Message).where(
-                Message.external_id == f"sha256:{content_hash(odd.raw)}"))).scalar_one()
-            case = await session.get(Case, got[1].case_id)
-        assert kept.raw == odd.raw and "could not be stored as read" in kept.problems[0]
-        assert case is not None and case.question == "(no text could be read)"
-    finally:
-        await store.close()
+    yield store
+    await store.close()
+
+
+async def test_a_message_the_database_refuses_as_read_is_kept_raw(
+        pg_store: Store, clock: FakeClock) -> None:
+    desk = await seeded(pg_store, clock)
+    odd = email(50, subject="Refused")
+    # SQLSTATE 22P05, a value PostgreSQL cannot take, for the message as read.
+    async with pg_refusal(pg_store, "BEFORE INSERT", "NEW.subject = 'Refused'", "22P05"):
+        got = await desk.receive_many([email(51), odd, email(52)])
+    assert [r.created for r in got] == [True, True, True]
+    async with pg_store.session() as session:
+        kept = (await session.execute(select(Message).where(
+            Message.external_id == "<q50@city>"))).scalar_one()
+        case = await session.get(Case, got[1].case_id)
+    assert kept.raw == odd.raw and "could not be stored as read" in kept.problems[0]
+    assert case is not None and case.question == "(no text could be read)"
+    # It keeps its Message-ID: another copy is the same message, and the city's answer to it
+    # joins its case.
+    copy = replace(odd, raw=b"Received: by another relay\r\n" + odd.raw)
+    assert (await desk.receive(copy)).duplicate
+    follow = await desk.receive(email(53, refs=["<q50@city>"], body="One more detail."))
+    assert follow.case_id == got[1].case_id and not follow.created
+
+
+async def test_a_deadlock_while_filing_fails_the_batch_and_counts_against_nothing(
+        pg_store: Store, clock: FakeClock) -> None:
+    desk = await seeded(pg_store, clock)
+    batch = [email(60), email(61, subject="Locked"), email(62)]
+    # SQLSTATE 40P01 as the message is marked filed: the database's trouble, not the message's.
+    async with pg_refusal(pg_store, "BEFORE UPDATE",
+                          "NEW.subject = 'Locked' AND NEW.processed_at IS NOT NULL", "40P01"):
+        with pytest.raises(DBAPIError):
+            await desk.receive_many(batch)
+        assert await count(pg_store, Message) == 0  # the channel delivers it all again
+    again = await desk.receive_many(batch)
+    assert all(r.created for r in again)
+    async with pg_store.session() as session:
+        attempts = (await session.execute(select(Message.route_attempts))).scalars().all()
+    assert list(attempts) == [0, 0, 0]
 
 
 async def test_approving_again_after_a_permanent_failure_sends(store: Store,
