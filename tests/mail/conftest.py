@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import func, select
 
 from city311.wiring import Service, build_service
-from desk.models import Case, Message
+from desk.models import Case, Message, Outbox
 from desk.settings import DatabaseSettings, MailSettings, Settings
 from desk.store import Store
+from mail.parse import parse_message, to_inbound
 from tests.servers import DovecotServer, SmtpServer
 from tests.support import FakeClock
 
@@ -115,3 +116,21 @@ def question(n: int | str, *, sender: str = CITY_SENDER, subject: str | None = N
             f"Date: Tue, 24 Nov 2026 10:00:00 -0500\nMessage-ID: <q{n}@{sender.split('@')[1]}>\n"
             f"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n{extra}")
     return (head + "\n" + body).replace("\r\n", "\n").replace("\n", "\r\n").encode()
+
+
+async def approved_case(service: Service, clock: FakeClock) -> Case:
+    """A city's question, filed, drafted and approved: its reply waits in the outbox."""
+    raw = question(1)
+    received = await service.desk.receive(to_inbound(parse_message(raw), raw, clock.now()))
+    assert received.case_id is not None
+    await service.desk.process(received.case_id)
+    async with service.store.session() as session:
+        # The acknowledgement is someone else's concern here.
+        await session.execute(Outbox.__table__.delete().where(Outbox.kind == "ack"))
+    return await service.desk.approve(received.case_ref or "", "U0REVIEWER")
+
+
+async def reply_row(service: Service) -> Outbox:
+    async with service.store.session() as session:
+        return (await session.execute(select(Outbox).where(Outbox.kind == "reply"))
+                ).scalar_one()

@@ -12,14 +12,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from city311.wiring import Service
 from desk.errors import PermanentDeliveryError, TransientDeliveryError
 from desk.models import Case, Message, Outbox
 from desk.ports import OutboundItem
 from mail.compose import compose, message_id_for, references_for, reply_subject
 from mail.delivery import EmailChannel
 from mail.parse import parse_message, to_inbound
-from tests.mail.conftest import CITY_SENDER, mail_settings, make_service, question
+from tests.mail.conftest import (
+    CITY_SENDER,
+    approved_case,
+    mail_settings,
+    make_service,
+    question,
+    reply_row,
+)
 from tests.servers import SmtpServer
 from tests.support import FakeClock
 
@@ -193,34 +199,17 @@ async def test_smtp_errors_are_sorted_into_transient_and_permanent(
 # ---- through the outbox, on both databases --------------------------------------------------
 
 
-async def _approved_case(service: Service, clock: FakeClock) -> Case:
-    raw = question(1)
-    received = await service.desk.receive(to_inbound(parse_message(raw), raw, clock.now()))
-    assert received.case_id is not None
-    await service.desk.process(received.case_id)
-    async with service.store.session() as session:
-        # The acknowledgement is someone else's concern here.
-        await session.execute(Outbox.__table__.delete().where(Outbox.kind == "ack"))
-    return await service.desk.approve(received.case_ref or "", "U0REVIEWER")
-
-
-async def _reply_row(service: Service) -> Outbox:
-    async with service.store.session() as session:
-        return (await session.execute(select(Outbox).where(Outbox.kind == "reply"))
-                ).scalar_one()
-
-
 async def test_smtp_down_then_up_sends_exactly_one_reply(
     db_url: str, tmp_path: Path, smtp_server: SmtpServer, live_clock: FakeClock,
 ) -> None:
     service = await make_service(db_url, tmp_path, mail_settings(None, smtp_server),
                                  live_clock)
     try:
-        case = await _approved_case(service, live_clock)
+        case = await approved_case(service, live_clock)
         smtp_server.stop()
         result = await service.dispatcher.run_once()
         assert (result.sent, result.retried) == (0, 1)
-        row = await _reply_row(service)
+        row = await reply_row(service)
         assert row.status == "pending" and row.attempts == 1 and row.last_error
         smtp_server.refuse("421 4.3.2 Shutting down")
         smtp_server.start()
@@ -237,7 +226,7 @@ async def test_smtp_down_then_up_sends_exactly_one_reply(
         assert msg["In-Reply-To"] == "<q1@springfield.gov>"
         assert msg["References"] == "<q1@springfield.gov>"
         assert msg["Subject"] == f"Re: Question 1 about our housing bond [{case.ref}]"
-        row = await _reply_row(service)
+        row = await reply_row(service)
         assert row.status == "sent" and row.attempts == 3
         assert row.external_id == msg["Message-ID"]
         async with service.store.session() as session:
@@ -257,10 +246,10 @@ async def test_permanent_refusal_fails_the_row_and_returns_the_case_to_drafted(
     service = await make_service(db_url, tmp_path, mail_settings(None, smtp_server),
                                  live_clock)
     try:
-        case = await _approved_case(service, live_clock)
+        case = await approved_case(service, live_clock)
         smtp_server.refuse("550 5.1.1 Mailbox unavailable")
         assert (await service.dispatcher.run_once()).failed == 1
-        row = await _reply_row(service)
+        row = await reply_row(service)
         assert row.status == "failed" and "550" in (row.last_error or "")
         live_clock.advance(hours=1)
         await service.dispatcher.run_once()

@@ -17,8 +17,7 @@ from desk.errors import TransientDeliveryError
 from desk.ports import OutboundItem
 from desk.settings import MailSettings
 from mail.delivery import EmailChannel
-from tests.mail.conftest import CITY_SENDER, mail_settings, make_service
-from tests.mail.test_delivery import _approved_case, _reply_row
+from tests.mail.conftest import CITY_SENDER, approved_case, mail_settings, make_service, reply_row
 from tests.servers import SmtpServer
 from tests.support import FakeClock
 
@@ -85,7 +84,7 @@ async def test_starttls_with_auth_sends_a_reply_through_the_outbox(
         db_url, tmp_path, mail_settings(None, server, smtp_user=USER, smtp_password=PASSWORD,
                                         ca_file=server.cert), live_clock)
     try:
-        case = await _approved_case(service, live_clock)
+        case = await approved_case(service, live_clock)
         assert (await service.dispatcher.run_once()).sent == 1
         [delivered] = server.received
         assert delivered.tls is not None and delivered.tls.startswith("TLSv1.")
@@ -95,7 +94,7 @@ async def test_starttls_with_auth_sends_a_reply_through_the_outbox(
         # The only AUTH the server saw came after STARTTLS, and it succeeded.
         assert [(a.login, a.success) for a in server.auth_attempts] == [(USER, True)]
         assert all(a.tls is not None for a in server.auth_attempts)
-        row = await _reply_row(service)
+        row = await reply_row(service)
         assert row.status == "sent" and row.external_id == delivered.message["Message-ID"]
     finally:
         await service.close()
@@ -149,10 +148,10 @@ async def test_wrong_password_is_an_auth_error_and_never_logged(
     service.channels["email"] = EmailChannel(service.settings.mail,
                                              tls_context=server.ssl_context())
     try:
-        await _approved_case(service, live_clock)
+        await approved_case(service, live_clock)
         result = await service.dispatcher.run_once()
         assert (result.sent, result.retried, result.failed) == (0, 1, 0)
-        row = await _reply_row(service)
+        row = await reply_row(service)
         assert row.status == "pending" and "535" in (row.last_error or "")
         assert WRONG not in (row.last_error or "")
     finally:
