@@ -320,7 +320,7 @@ class HangingChannel:
 
     async def deliver(self, item: OutboundItem) -> DeliveryReceipt:
         self.clock.advance(minutes=15)  # past the 10-minute lease
-        await asyncio.sleep(0.3)  # the first worker's renewals run meanwhile
+        await asyncio.sleep(1.0)  # the first worker's renewals (every 0.05 s) run meanwhile
         if self.other is not None:
             other, self.other = self.other, None
             await other.run_once()
