@@ -13,6 +13,7 @@ import pytest
 
 from city311.wiring import Service
 from desk.models import Case, Outbox
+from desk.store import Store
 from tests.faults.harness import (
     WorkerProcess,
     approve_all,
@@ -130,12 +131,15 @@ def gated_smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
-async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_doubles_it(
+@pytest.fixture
+async def reply_held_while_the_database_stops(
     private_pg: PostgresServer, private_pg_database: str, tmp_path: Path,
     dovecot: DovecotServer, gated_smtp: SmtpServer,
     workers: Callable[[str, dict[str, str]], WorkerProcess],
     service_for: Callable[[str], Awaitable[Service]],
-) -> None:
+) -> tuple[Store, WorkerProcess]:
+    """A worker answers a city's question; its approved reply is held at the SMTP server's
+    gate while PostgreSQL stops. The caller decides how the server answers, then opens it."""
     service = await service_for(private_pg_database)
     store = service.store
     handler = gated_smtp.handler
@@ -150,15 +154,23 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
     await asyncio.to_thread(dovecot.deliver, question(0))
     await wait_until(acknowledged, timeout=180, what="the question acknowledged", workers=pool)
     await wait_until(lambda: drafted(store, 1), timeout=60, what="the draft", workers=pool)
-
-    # The reply is accepted by the SMTP server only once the database is down: the send
-    # succeeds, the bookkeeping after it cannot.
     handler.gate.clear()
     await approve_all(service, 1)
     await asyncio.to_thread(handler.waiting.wait, 60)
     assert handler.waiting.is_set(), worker.tail()
     await asyncio.to_thread(private_pg.stop_server, "fast")
-    handler.gate.set()
+    return store, worker
+
+
+async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_doubles_it(
+    private_pg: PostgresServer, gated_smtp: SmtpServer,
+    reply_held_while_the_database_stops: tuple[Store, WorkerProcess],
+) -> None:
+    # The reply is accepted by the SMTP server only once the database is down: the send
+    # succeeds, the bookkeeping after it cannot.
+    store, worker = reply_held_while_the_database_stops
+    pool = [worker]
+    gated_smtp.handler.gate.set()  # type: ignore[attr-defined]
 
     async def reply_received() -> bool:
         return len(mail_by_kind(gated_smtp)["reply"]) == 1
@@ -190,35 +202,15 @@ async def test_database_down_while_a_reply_is_on_the_wire_neither_stalls_nor_dou
 
 
 async def test_database_down_while_a_reply_is_deferred_retries_it_once_the_database_is_back(
-    private_pg: PostgresServer, private_pg_database: str, tmp_path: Path,
-    dovecot: DovecotServer, gated_smtp: SmtpServer,
-    workers: Callable[[str, dict[str, str]], WorkerProcess],
-    service_for: Callable[[str], Awaitable[Service]],
+    private_pg: PostgresServer, gated_smtp: SmtpServer,
+    reply_held_while_the_database_stops: tuple[Store, WorkerProcess],
 ) -> None:
-    service = await service_for(private_pg_database)
-    store = service.store
-    handler = gated_smtp.handler
-    assert isinstance(handler, GatedHandler)
-    worker = workers("worker", worker_env(private_pg_database, tmp_path / "data",
-                                          dovecot=dovecot, smtp=gated_smtp))
-    pool = [worker]
-
-    async def acknowledged() -> bool:
-        return len(mail_by_kind(gated_smtp)["ack"]) == 1
-
-    await asyncio.to_thread(dovecot.deliver, question(0))
-    await wait_until(acknowledged, timeout=180, what="the question acknowledged", workers=pool)
-    await wait_until(lambda: drafted(store, 1), timeout=60, what="the draft", workers=pool)
-
     # The reply reaches the SMTP server, which defers it (451) only once the database is
     # down: the worker must put the row back for a retry and cannot write that down.
-    handler.gate.clear()
-    await approve_all(service, 1)
-    await asyncio.to_thread(handler.waiting.wait, 60)
-    assert handler.waiting.is_set(), worker.tail()
-    await asyncio.to_thread(private_pg.stop_server, "fast")
+    store, worker = reply_held_while_the_database_stops
+    pool = [worker]
     gated_smtp.refuse("451 4.3.0 Try again later")
-    handler.gate.set()
+    gated_smtp.handler.gate.set()  # type: ignore[attr-defined]
 
     async def deferred() -> bool:
         return worker.count("will retry in") > 0

@@ -3,16 +3,10 @@ check that nothing secret or personal reached a log."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
-
-import uvicorn
-from starlette.applications import Starlette
 
 from desk.directory import import_cities, shipped_cities
 from desk.migrate import upgrade_async
@@ -23,7 +17,7 @@ from desk.store import Store
 from tests.support import FakeClock, shared_fixtures
 
 __all__ = [
-    "MAIL_DATA", "active_content", "corpus", "email_bytes", "leaks", "seeded_desk", "serve",
+    "MAIL_DATA", "active_content", "corpus", "email_bytes", "leaks", "seeded_desk",
 ]
 
 MAIL_DATA = Path(__file__).resolve().parents[1] / "mail" / "data" / "eml"
@@ -63,26 +57,6 @@ def email_bytes(n: int | str, sender: str, *, subject: str = "How do we improve 
     return (head + "\n" + body).replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 
-@asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """``app`` under uvicorn on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off",
-                                           access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(1000):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "the web app did not start"
-        yield base
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 _FORBIDDEN_TAGS = {"script", "iframe", "frame", "object", "embed", "applet", "base", "meta"}

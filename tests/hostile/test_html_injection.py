@@ -26,10 +26,10 @@ from desk.settings import DatabaseSettings, MailSettings, Settings, SlackSetting
 from knowledge.library import ensure_seeded
 from mail.parse import parse_message, to_inbound
 from tests.hostile.conftest import REVIEWERS
-from tests.hostile.support import active_content, serve
+from tests.hostile.support import active_content
 from tests.servers.slack_api import SlackApi
 from tests.servers.smtp import SmtpServer
-from tests.support import FakeClock, unavailable
+from tests.support import FakeClock, serve, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -29,9 +29,9 @@ from desk.models import Case
 from desk.settings import DatabaseSettings, MailSettings, Settings, WebSettings
 from knowledge.library import ensure_seeded
 from mail.parse import parse_message, to_inbound
-from tests.hostile.support import email_bytes, serve
+from tests.hostile.support import email_bytes
 from tests.servers.smtp import SmtpServer
-from tests.support import FakeClock
+from tests.support import FakeClock, serve
 
 SENDERS = ["dana@fallriverma.org", "chief@miamigov.com", "clerk@comptoncity.org"]
 

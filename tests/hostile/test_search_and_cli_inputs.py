@@ -19,7 +19,7 @@ from city311.web import build_app
 from city311.wiring import Service, build_service
 from desk.settings import DatabaseSettings, Settings, WebSettings
 from knowledge.library import ensure_seeded
-from tests.hostile.support import serve
+from tests.support import serve
 
 CLI = [sys.executable, "-m", "city311"]
 MEGABYTE = "a" * 1_000_000

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import uvicorn
 from starlette.applications import Starlette
 
 from desk.models import Case, City, Draft
@@ -18,6 +15,7 @@ from desk.ports import DraftRequest, Entity
 from desk.store import Store
 from knowledge.drafting import LibraryDrafter
 from knowledge.web import routes
+from tests.support import loopback_socket, serve, url_of
 
 __all__ = ["DraftedCase", "draft_case", "serve_library"]
 
@@ -25,25 +23,9 @@ __all__ = ["DraftedCase", "draft_case", "serve_library"]
 @asynccontextmanager
 async def serve_library(store: Store) -> AsyncIterator[str]:
     """The library routes under uvicorn on a free loopback port; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    app = Starlette(routes=routes(store, base))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off",
-                                           access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "the test server did not start"
+    sock = loopback_socket()  # bound first: the routes link to their own base URL
+    async with serve(Starlette(routes=routes(store, url_of(sock))), sock) as base:
         yield base
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @dataclass
