@@ -105,17 +105,8 @@ class Desk:
             # file it now rather than at the next recovery sweep (which may be at it too).
             await session.refresh(message, with_for_update=True)
         else:
-            message = Message(
-                direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
-                content_hash=digest,
-                sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
-                subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
-                raw=inbound.raw, envelope=envelope_json(inbound),
-                received_at=inbound.received_at, problems=list(inbound.problems),
-            )
             try:
-                async with session.begin_nested():
-                    session.add(message)
+                message = await _insert(session, inbound, digest)
             except IntegrityError:
                 # Another worker stored it between our check and our insert.
                 found = await self._find_message(session, inbound, digest)
@@ -145,29 +136,19 @@ class Desk:
         """The raw message under an envelope of only what dedupe and threading need: its
         Message-ID, sender and thread; if even those are refused, its hash alone."""
         problem = f"could not be stored as read: {type(exc).__name__}"
-        plain = InboundMessage(
-            channel=inbound.channel, external_id=inbound.external_id[:998], raw=inbound.raw,
-            received_at=inbound.received_at, text="", reply_text="",
-            sender_email=inbound.sender_email, sender_slack_id=inbound.sender_slack_id,
-            thread_refs=inbound.thread_refs, thread_key=inbound.thread_key, problems=[problem])
-        bare = InboundMessage(
+        try:
+            return await _insert(session, InboundMessage(
+                channel=inbound.channel, external_id=inbound.external_id, raw=inbound.raw,
+                received_at=inbound.received_at, text="", reply_text="",
+                sender_email=inbound.sender_email, sender_slack_id=inbound.sender_slack_id,
+                thread_refs=inbound.thread_refs, thread_key=inbound.thread_key,
+                problems=[problem]), digest)
+        except DBAPIError as again:
+            if not _refused_value(again):
+                raise
+        return await _insert(session, InboundMessage(
             channel=inbound.channel, external_id=f"sha256:{digest}", raw=inbound.raw,
-            received_at=inbound.received_at, text="", reply_text="", problems=[problem])
-        for candidate in (plain, bare):
-            message = Message(
-                direction="in", channel=candidate.channel, external_id=candidate.external_id,
-                content_hash=digest, sender=_clip(candidate.sender_email
-                                                  or candidate.sender_slack_id, 320),
-                text="", reply_text="", raw=candidate.raw, envelope=envelope_json(candidate),
-                received_at=candidate.received_at, problems=[problem])
-            try:
-                async with session.begin_nested():
-                    session.add(message)
-                return message
-            except DBAPIError as again:
-                if candidate is bare or not _refused_value(again):
-                    raise
-        raise AssertionError("unreachable")
+            received_at=inbound.received_at, text="", reply_text="", problems=[problem]), digest)
 
     async def _route_or_count(self, session: AsyncSession, message: Message) -> Received | None:
         """Route in a savepoint; a failure (None) is counted on the message, which stays
@@ -882,6 +863,19 @@ def _left_unrouted(message: Message) -> bool:
     """An inbound message stored but never filed, and not yet given up on."""
     return (message.direction == "in" and message.processed_at is None
             and message.route_attempts < MAX_ROUTE_ATTEMPTS)
+
+
+async def _insert(session: AsyncSession, inbound: InboundMessage, digest: str) -> Message:
+    """Store the message in a savepoint, so a refusal leaves the batch's transaction usable."""
+    message = Message(
+        direction="in", channel=inbound.channel, external_id=inbound.external_id[:998],
+        content_hash=digest, sender=_clip(inbound.sender_email or inbound.sender_slack_id, 320),
+        subject=inbound.subject, text=inbound.text, reply_text=inbound.reply_text,
+        raw=inbound.raw, envelope=envelope_json(inbound), received_at=inbound.received_at,
+        problems=list(inbound.problems))
+    async with session.begin_nested():
+        session.add(message)
+    return message
 
 
 def _database_failure(exc: DBAPIError) -> bool:
