@@ -20,13 +20,18 @@ _BATCH = 256
 _URGENCY = ext_key("urgency")
 _REASONS = ext_key("urgency_reasons")
 _CUES = ext_key("topic_cues")
+_LEAD = ext_key("topic_lead")
+_INDEX = {topic: i for i, topic in enumerate(TOPICS)}
 
 
-def select_topics(scores: Mapping[str, float], config: PipelineConfig) -> list[str]:
-    """1-3 topic ids, best first: the best always, the next two only when they are both
-    reasonably likely on their own and not far behind the best."""
+def select_topics(scores: Mapping[str, float], config: PipelineConfig,
+                  lead: Sequence[float] | None = None) -> list[str]:
+    """1-3 topic ids, best first. The scores choose them: the best always, the next two only
+    when they are both reasonably likely on their own and not far behind the best. With the
+    lead heads' scores (in the order of ``TOPICS``), the chosen ones are then ordered by
+    ``score + lead_weight * lead``."""
     ranked = sorted(TOPICS, key=lambda t: (-scores.get(t, 0.0), t))
-    return _select(ranked, scores, config)
+    return _lead_first(_select(ranked, scores, config), scores, lead, config)
 
 
 def _select(ranked: Sequence[str], scores: Mapping[str, float], config: PipelineConfig,
@@ -40,6 +45,16 @@ def _select(ranked: Sequence[str], scores: Mapping[str, float], config: Pipeline
         else:
             break
     return chosen
+
+
+def _lead_first(chosen: list[str], scores: Mapping[str, float], lead: Sequence[float] | None,
+                config: PipelineConfig) -> list[str]:
+    weight = config.lead_weight
+    if lead is None or len(chosen) < 2 or weight <= 0.0:
+        return chosen
+    # Stable: a tie keeps the order of the scores.
+    return sorted(chosen, key=lambda t: scores.get(t, 0.0) + weight * lead[_INDEX[t]],
+                  reverse=True)
 
 
 _BY_ID = tuple(sorted(TOPICS))
@@ -97,9 +112,18 @@ class SpacyClassifier:
         return self.nlp.pipe(texts, batch_size=_BATCH, disable=list(disable))
 
     def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Topic scores only (entities and urgency skipped), for evaluation."""
+        """Topic scores only (entities and urgency skipped)."""
+        return [dict(doc.cats) for doc in self._topic_docs(texts)]
+
+    def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
+        """The topics :func:`select_topics` chooses and orders for each text (entities and
+        urgency skipped), for evaluation: what a case gets unless it goes to triage."""
+        return [select_topics(doc.cats, self.config, data_of(doc).get(_LEAD))
+                for doc in self._topic_docs(texts)]
+
+    def _topic_docs(self, texts: Sequence[str]) -> Iterable[Doc]:
         disable = [n for n in ("city311_entities", "city311_urgency") if n in self.nlp.pipe_names]
-        return [dict(doc.cats) for doc in self.pipe(texts, disable=disable)]
+        return self.pipe(texts, disable=disable)
 
     def needs_triage(self, top: float, cues: int) -> bool:
         limit = self.config.triage_below if cues else self.config.triage_below_without_cues
@@ -111,9 +135,10 @@ class SpacyClassifier:
         scores = (dict(cats) if tuple(cats) == TOPICS
                   else {t: float(cats.get(t, 0.0)) for t in TOPICS})
         ranked = _ranked(scores)
-        chosen = _select(ranked, scores, self.config)
         data = data_of(doc)
-        triage = self.needs_triage(scores[chosen[0]], int(data.get(_CUES) or 0))
+        chosen = _lead_first(_select(ranked, scores, self.config), scores, data.get(_LEAD),
+                             self.config)
+        triage = self.needs_triage(scores[ranked[0]], int(data.get(_CUES) or 0))
         if triage:  # nothing stands out: offer the reviewer the three best guesses
             chosen = ranked[:3]
         rows = data.get(ENTITY_ROWS_KEY)

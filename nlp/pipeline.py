@@ -1,6 +1,12 @@
 """The spaCy pipeline: ``spacy.blank("en")`` + a bag-of-words ``textcat_multilabel`` over the ten
 topic ids + the entity and urgency components.
 
+Beside each topic the classifier has a lead head (``lead:<topic>``), trained to say whether the
+topic is the one listed first. Whether a topic applies and which topic comes first are different
+questions: "the budget for the new fire station" applies to both topics, but the guide puts
+public_safety first. The scores choose the topics; the lead heads help order them
+(:func:`nlp.classifier.select_topics`).
+
 The classifier reads the token NORM, which here is a light stem (``zoning``/``zoned``/``zone`` ->
 ``zon``, numbers -> ``#``). spaCy computes a lexeme's NORM once per word type, so the stemmer
 costs nothing per token once the vocabulary is warm. Norms are not saved with the model: every
@@ -36,6 +42,7 @@ from nlp.stems import stem
 
 __all__ = [
     "BOW_ARCHITECTURE",
+    "LEAD_LABELS",
     "TEXTCAT",
     "PipelineConfig",
     "City311English",
@@ -47,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TEXTCAT = "textcat_multilabel"
+LEAD_LABELS = _prior.LEAD_LABELS
 LANG = "city311_en"
 BOW_ARCHITECTURE = "city311.TextCatBOW.v2"
 
@@ -69,6 +77,8 @@ class PipelineConfig:
     # Topic selection: the best always; the 2nd/3rd when score >= both limits.
     second_min: float = 0.3
     second_rel: float = 0.35
+    # The chosen topics are ordered by score + lead_weight * lead head.
+    lead_weight: float = 1.0
     # A case goes to triage below this top score, or below the second limit when the text has
     # no topic cue at all ("hello, is anyone there?").
     triage_below: float = 0.25
@@ -203,8 +213,8 @@ def make_pipeline(config: PipelineConfig, *, with_textcat: bool = True) -> Langu
                 "length": config.length,
             },
         })
-        for topic in TOPICS:
-            cast(Any, textcat).add_label(topic)
+        for label in TOPICS + LEAD_LABELS:
+            cast(Any, textcat).add_label(label)
         nlp.add_pipe(_prior.PRIOR_COMPONENT, config={"weight": config.prior_weight,
                                                      "saturation": config.prior_saturation})
     nlp.add_pipe(_entities.ENTITY_COMPONENT)

@@ -4,7 +4,8 @@ The training questions are a few hundred per topic; real questions use words the
 ("tornado", "splash pad"). Each topic's cue list (:data:`nlp.lexicon.TOPIC_CUES`) is matched on
 stems, acronyms exactly as written; a topic with ``n`` cue hits gets ``n / (n + saturation)`` and
 the final score is ``(1 - weight) * classifier + weight * cues``, still 0..1. It runs after
-``textcat_multilabel`` and rewrites ``doc.cats``.
+``textcat_multilabel`` and rewrites ``doc.cats`` with the ten topics alone; the classifier's lead
+heads (see :mod:`nlp.pipeline`) go to ``doc._.topic_lead``, in the order of ``TOPICS``.
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS
-from nlp.doctext import data_of, ext_key, pattern_doc
+from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
-__all__ = ["PRIOR_COMPONENT", "TopicPrior"]
+__all__ = ["LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
 
 PRIOR_COMPONENT = "city311_topic_prior"
+LEAD_LABELS = tuple(f"lead:{topic}" for topic in TOPICS)  # the classifier's lead heads
 
 if not Doc.has_extension("topic_cues"):
     Doc.set_extension("topic_cues", default=0)  # how many topic cues the text has
 _CUES = ext_key("topic_cues")
+if not Doc.has_extension("topic_lead"):
+    Doc.set_extension("topic_lead", default=None)  # the lead heads' scores, or None
+_LEAD = ext_key("topic_lead")
 
 
 def _is_acronym(cue: str) -> bool:
@@ -75,12 +80,15 @@ class TopicPrior:
 
     def __call__(self, doc: Doc) -> Doc:
         hits = self._hits(doc)
-        data_of(doc)[_CUES] = sum(hits)
+        data = data_of(doc)
+        data[_CUES] = sum(hits)
+        # A text without words has no topic. spaCy's textcat agrees only when a whole batch is
+        # empty: an empty text among others would get the classifier's bias.
+        cats = doc.cats if text_of(doc).strip() else {}
+        if LEAD_LABELS[0] in cats:
+            data[_LEAD] = [float(cats[label]) for label in LEAD_LABELS]
         w, sat = self.weight, self.saturation
-        if w <= 0.0:
-            return doc
         keep = 1.0 - w
-        cats = doc.cats
         doc.cats = {t: keep * float(cats.get(t, 0.0)) + w * n / (n + sat)
                     for t, n in zip(TOPICS, hits, strict=True)}
         return doc

@@ -19,9 +19,9 @@ from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
 from desk.ports import TOPICS
-from nlp.classifier import SpacyClassifier, select_topics
+from nlp.classifier import SpacyClassifier
 from nlp.data import LabelledText, Question, split
-from nlp.pipeline import TEXTCAT, PipelineConfig, make_pipeline
+from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, make_pipeline
 
 __all__ = [
     "DEFAULT_SEED",
@@ -109,9 +109,11 @@ def compute_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[
 
 
 def _cats(topics: Sequence[str], config: PipelineConfig) -> dict[str, float]:
-    cats = dict.fromkeys(TOPICS, 0.0)
+    """Soft targets for the listed topics by rank; the lead heads learn which one is first."""
+    cats = dict.fromkeys(TOPICS + LEAD_LABELS, 0.0)
     for rank, topic in enumerate(topics[:3]):
         cats[topic] = config.rank_targets[rank]
+    cats[LEAD_LABELS[TOPICS.index(topics[0])]] = 1.0
     return cats
 
 
@@ -159,8 +161,7 @@ def train_pipeline(
 def evaluate(classifier: SpacyClassifier, questions: Iterable[Question]) -> Metrics:
     """Metrics on the dev split of ``questions``."""
     _train, dev = split(questions)
-    scores = classifier.scores([q.text for q in dev])
-    predicted = [select_topics(s, classifier.config) for s in scores]
+    predicted = classifier.topic_lists([q.text for q in dev])
     return compute_metrics([q.topics for q in dev], predicted)
 
 

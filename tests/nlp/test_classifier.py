@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from desk.ports import TOPICS, Classifier
 from nlp import load_classifier
 from nlp.build import build_model, data_hash, load_model, read_meta
-from nlp.classifier import SpacyClassifier
-from nlp.data import load_questions, read_jsonl
+from nlp.classifier import SpacyClassifier, select_topics
+from nlp.data import load_questions, read_jsonl, split
 from nlp.pipeline import PipelineConfig
 from nlp.train import compute_metrics, evaluate
 
@@ -62,8 +63,10 @@ def test_shape_of_a_classification(classifier: SpacyClassifier) -> None:
     result = classifier.classify(text)
     assert 1 <= len(result.topics) <= 3
     assert len({t.topic for t in result.topics}) == len(result.topics)
-    scores = [t.score for t in result.topics]
-    assert scores == sorted(scores, reverse=True)
+    # The likeliest topics are chosen (the lead heads only order them), each with its score.
+    likeliest = sorted(TOPICS, key=lambda t: -result.scores[t])[:len(result.topics)]
+    assert {t.topic for t in result.topics} == set(likeliest)
+    assert all(t.score == result.scores[t.topic] for t in result.topics)
     assert set(result.scores) == set(TOPICS)
     assert all(0.0 <= s <= 1.0 for s in result.scores.values())
     assert {t.topic for t in result.topics} & {"infrastructure", "budget_finance"}
@@ -81,10 +84,55 @@ def test_no_clear_topic_goes_to_triage(classifier: SpacyClassifier, text: str) -
     assert result.topics[0].score >= result.topics[1].score >= result.topics[2].score
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_a_text_without_words_scores_nothing_alone_or_in_a_batch(
+        classifier: SpacyClassifier, blank: str) -> None:
+    alone = classifier.classify(blank)
+    in_batch = classifier.classify_many(["How do we fix our bond rating?", blank])[1]
+    for result in (alone, in_batch):
+        assert result.scores == dict.fromkeys(TOPICS, 0.0)
+        assert result.needs_triage
+    assert alone.topics == in_batch.topics
+
+
 def test_classify_many_matches_classify(classifier: SpacyClassifier) -> None:
     texts = [q.text for q in read_jsonl(SANITY)]
     many = classifier.classify_many(texts)
-    assert [m.scores for m in many] == [classifier.classify(t).scores for t in texts]
+    one_by_one = [classifier.classify(t) for t in texts]
+    assert [m.scores for m in many] == [o.scores for o in one_by_one]
+    assert [m.topics for m in many] == [o.topics for o in one_by_one]
+
+
+def test_lead_heads_order_the_chosen_topics_and_never_choose_one() -> None:
+    config = dataclasses.replace(PipelineConfig(), lead_weight=1.0)
+    scores = dict.fromkeys(TOPICS, 0.05) | {"budget_finance": 0.7, "public_safety": 0.6,
+                                            "housing": 0.1}
+
+    def lead(**heads: float) -> list[float]:
+        return [heads.get(t, 0.0) for t in TOPICS]
+
+    assert select_topics(scores, config) == ["budget_finance", "public_safety"]
+    # 0.6 + 0.9 passes 0.7 + 0.1; housing's lead cannot bring it in.
+    assert select_topics(scores, config, lead(public_safety=0.9, budget_finance=0.1,
+                                              housing=1.0)) == ["public_safety",
+                                                                "budget_finance"]
+    assert select_topics(scores, config, lead(public_safety=0.05)) == ["budget_finance",
+                                                                       "public_safety"]
+    assert select_topics(scores, dataclasses.replace(config, lead_weight=0.0),
+                         lead(public_safety=1.0)) == ["budget_finance", "public_safety"]
+
+
+def test_lead_heads_put_the_labelled_first_topic_first_more_often(
+        classifier: SpacyClassifier) -> None:
+    """On the dev split, ordering by score and lead beats ordering by score alone."""
+    _train, dev = split(load_questions())
+    gold = [q.topics for q in dev]
+    by_score = [select_topics(s, classifier.config) for s in classifier.scores(
+        [q.text for q in dev])]
+    with_lead = classifier.topic_lists([q.text for q in dev])
+    assert [set(t) for t in with_lead] == [set(t) for t in by_score]
+    assert (compute_metrics(gold, with_lead).top1_accuracy
+            > compute_metrics(gold, by_score).top1_accuracy)
 
 
 def test_dev_metrics_and_hand_written_questions(classifier: SpacyClassifier) -> None:
