@@ -32,9 +32,14 @@ class InboundMessage:
     sender_slack_id: str | None = None
     # Email: In-Reply-To then References (oldest first); used to find the case this answers.
     thread_refs: list[str] = field(default_factory=list)
+    # Email: what a reply to this message puts before its Message-ID in References: its own
+    # References as the header lists them, or else its In-Reply-To (RFC 5322 3.6.4). None when
+    # unknown: the reply then orders the thread from ``thread_refs``.
+    reply_references: list[str] | None = None
     # Slack: "CHANNEL:thread_ts" of the thread the question lives in.
     thread_key: str | None = None
     is_auto_reply: bool = False
+    is_calendar_reply: bool = False  # an invitation's accept/decline, sent by a calendar
     is_bounce: bool = False
     # For a bounce: the Message-IDs of our messages that bounced, and the failing address.
     bounced_message_ids: list[str] = field(default_factory=list)

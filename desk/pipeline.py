@@ -141,8 +141,8 @@ class Desk:
                 channel=inbound.channel, external_id=inbound.external_id, raw=inbound.raw,
                 received_at=inbound.received_at, text="", reply_text="",
                 sender_email=inbound.sender_email, sender_slack_id=inbound.sender_slack_id,
-                thread_refs=inbound.thread_refs, thread_key=inbound.thread_key,
-                problems=[problem]), digest)
+                thread_refs=inbound.thread_refs, reply_references=inbound.reply_references,
+                thread_key=inbound.thread_key, problems=[problem]), digest)
         except DBAPIError as again:
             if not _refused_value(again):
                 raise
@@ -340,7 +340,7 @@ class Desk:
             case_id=case.id, now=now, payload={
                 "to": sender, "subject": inbound.subject, "in_reply_to": inbound.external_id,
                 "references": inbound.thread_refs,
-                "parent_references": inbound.meta.get("references"),
+                "parent_references": inbound.reply_references,
                 "thread_key": case.thread_key,
                 "due_at": case.due_at.isoformat(), "due_text": self.calendar.describe(case.due_at),
             },
@@ -350,7 +350,7 @@ class Desk:
                       inbound: InboundMessage, now: datetime) -> None:
         actor = _actor(inbound)
         if _automatic(inbound):
-            kind = "calendar_reply" if inbound.meta.get("calendar_reply") else "auto_reply"
+            kind = "calendar_reply" if inbound.is_calendar_reply else "auto_reply"
             record_event(session, case.id, actor, kind, now, detail={"message": message.id})
             return
         if Status(case.status) in ANSWERED:
@@ -633,7 +633,7 @@ class Desk:
         return {
             "to": to, "subject": case.subject or envelope.get("subject"),
             "in_reply_to": last_in.external_id if last_in else None,
-            "references": refs, "parent_references": envelope.get("meta", {}).get("references"),
+            "references": refs, "parent_references": _reply_references(envelope),
             "thread_key": case.thread_key,
             "draft_version": draft.version, "text": draft.text, "html": draft.html,
             "mrkdwn": draft.mrkdwn, "package_url": self.package_url(case.package_token),
@@ -829,7 +829,7 @@ def _clip(value: str | None, limit: int) -> str | None:
 
 def _automatic(inbound: InboundMessage) -> bool:
     """Sent by a program, not a person: never answered, never reopens a case."""
-    return inbound.is_auto_reply or bool(inbound.meta.get("calendar_reply"))
+    return inbound.is_auto_reply or inbound.is_calendar_reply
 
 
 def _actor(inbound: InboundMessage) -> str:
@@ -846,8 +846,19 @@ def envelope_json(inbound: InboundMessage) -> dict[str, Any]:
     return data
 
 
+def _reply_references(envelope: dict[str, Any]) -> list[str] | None:
+    """An envelope stored before ``reply_references`` existed kept them in its meta (and one
+    stored before that, nowhere)."""
+    refs = envelope.get("reply_references")
+    if refs is None:
+        refs = envelope.get("meta", {}).get("references")
+    return None if refs is None else [r for r in refs if isinstance(r, str)]
+
+
 def _envelope_from_json(message: Message) -> InboundMessage:
     data = dict(message.envelope)
+    data["reply_references"] = _reply_references(data)
+    data.setdefault("is_calendar_reply", bool(data.get("meta", {}).get("calendar_reply")))
     data["received_at"] = datetime.fromisoformat(data["received_at"])
     data["attachments"] = []
     data["raw"] = b""

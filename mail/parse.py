@@ -216,7 +216,9 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, received_at: datetime) -> Inboun
         sender_email=parsed.from_,
         sender_name=parsed.from_name,
         thread_refs=thread_refs,
+        reply_references=list(parsed.references) or refs,
         is_auto_reply=parsed.is_auto_reply,
+        is_calendar_reply=_calendar_reply(raw),
         is_bounce=parsed.is_bounce,
         bounced_message_ids=list(parsed.bounced_message_ids),
         bounced_recipient=parsed.bounced_recipient,
@@ -228,10 +230,6 @@ def to_inbound(parsed: ParsedEmail, raw: bytes, received_at: datetime) -> Inboun
             "date": parsed.date.isoformat() if parsed.date else None,
             "auto_reply_reasons": list(parsed.auto_reply_reasons),
             "delivery_actions": list(parsed.delivery_actions),
-            "calendar_reply": _calendar_reply(raw),
-            # As the header lists them, for a reply's References in the same order (a parent
-            # with only In-Reply-To: that one id, RFC 5322 3.6.4).
-            "references": list(parsed.references) or refs,
         },
     )
 

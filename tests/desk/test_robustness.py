@@ -95,6 +95,29 @@ async def test_a_message_stored_but_never_routed_is_filed_when_it_comes_again(
     assert await desk.unrouted_messages() == []
 
 
+async def test_a_message_stored_in_the_older_envelope_shape_keeps_its_threading(
+        store: Store, clock: FakeClock) -> None:
+    """Envelopes stored before ``reply_references`` and ``is_calendar_reply`` had their own
+    fields kept them in ``meta``; a message left unrouted then is still answered in order."""
+    desk = await seeded(store, clock)
+    question = email(8, refs=["<ack-2@311.test>", "<q0@city>", "<ack-1@311.test>"])
+    envelope = envelope_json(question)
+    del envelope["reply_references"], envelope["is_calendar_reply"]
+    envelope["meta"] = {"references": ["<q0@city>", "<ack-1@311.test>"],
+                        "calendar_reply": False}
+    async with store.session() as session:
+        session.add(Message(direction="in", channel="email", external_id=question.external_id,
+                            content_hash=content_hash(question.raw), raw=question.raw,
+                            envelope=envelope, text=question.text,
+                            reply_text=question.reply_text, received_at=clock.now(),
+                            problems=[]))
+    await desk.recover()
+    async with store.session() as session:
+        ack = (await session.execute(select(Outbox).where(Outbox.kind == "ack"))).scalar_one()
+    assert ack.payload["parent_references"] == ["<q0@city>", "<ack-1@311.test>"]
+    assert await count(store, Case) == 1
+
+
 @contextlib.asynccontextmanager
 async def refusing_to_file(store: Store, subject: str) -> AsyncIterator[None]:
     """A database trigger that refuses to mark a message with this subject as filed: the
@@ -363,7 +386,7 @@ async def test_a_calendar_acceptance_is_recorded_and_does_not_reopen(
         '--b\r\nContent-Type: text/calendar; charset="utf-8";\r\n method=REPLY\r\n\r\n'
         "BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nEND:VCALENDAR\r\n--b--\r\n").encode()
     inbound = to_inbound(parse_message(raw), raw, datetime(2026, 11, 25, 15, tzinfo=UTC))
-    assert inbound.meta["calendar_reply"]
+    assert inbound.is_calendar_reply
     again = await desk.receive(inbound)
     assert again.case_id == got.case_id and not again.created
     async with store.session() as session:

@@ -72,7 +72,7 @@ def test_references_follow_rfc_5322() -> None:
     # A parent that names only its own parent (In-Reply-To, no References) keeps it.
     raw = (b"Message-ID: <p@x>\r\nIn-Reply-To: <g@x>\r\nSubject: Re: bond\r\n\r\nMore.\r\n")
     inbound = to_inbound(parse_message(raw), raw, datetime(2026, 11, 24, tzinfo=UTC))
-    assert references_for("<p@x>", inbound.thread_refs, inbound.meta["references"]) == [
+    assert references_for("<p@x>", inbound.thread_refs, inbound.reply_references) == [
         "<g@x>", "<p@x>"]
 
 
