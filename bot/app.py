@@ -139,7 +139,8 @@ class SlackBot:
         """Socket Mode when SLACK_APP_TOKEN is set; otherwise Slack comes to us over HTTP."""
         if not self.settings.app_token or not await self._app_token_accepted():
             return
-        self._socket = _SocketModeHandler(self.app, self.settings.app_token)
+        self._socket = _SocketModeHandler(self.app, self.settings.app_token,
+                                          ping_interval=self.settings.socket_ping_seconds)
         await self._socket.connect_async()
         log.info("Slack Socket Mode connected")
         try:

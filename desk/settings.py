@@ -113,6 +113,9 @@ class SlackSettings(BaseSettings):
     bot_token: str = ""
     signing_secret: str = ""
     app_token: str = Field(default="", description="xapp- token: use Socket Mode instead of HTTP")
+    # A Socket Mode connection that answers no ping for four intervals is replaced: a link that
+    # died without a close frame (a dropped NAT entry, a sleeping laptop) is noticed that fast.
+    socket_ping_seconds: float = Field(default=10.0, gt=0, le=300)
     review_channel: str = ""
     escalation_channel: str = ""
     api_url: str = Field(default="", description="Web API base URL override, e.g. a test server")

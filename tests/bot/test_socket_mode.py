@@ -210,6 +210,28 @@ async def test_the_app_reconnects_by_itself(socket: SocketSlack, how: str) -> No
     assert [c.ref for c in await socket.cases()] == ["C-2026-0001", "C-2026-0002"]
 
 
+@pytest.mark.parametrize("slack_overrides", [
+    {"app_token": APP_TOKEN, "signing_secret": "", "socket_ping_seconds": 0.25}])
+async def test_a_connection_that_dies_silently_is_replaced(socket: SocketSlack) -> None:
+    """No close frame, no error: the link just stops answering. The app's pings go
+    unanswered, so it opens a new connection, and the next question arrives on it."""
+    await ask(socket)
+    await card_posted(socket)
+    dead = await socket.api.go_silent()
+
+    async def replaced() -> bool:
+        return socket.api.sockets[-1] is not dead and socket.api.sockets[-1].open
+
+    await until(replaced, "a new connection")
+    assert len(opened_with(socket.api)) >= 3  # the check, the first, a new one
+    await ask(socket, "When is the next street sweeping on Main Street?")
+    envelope_id, _ = socket.sent[-1]
+    assert envelope_id in [m["envelope_id"] for m in socket.api.sockets[-1].received]
+    assert envelope_id not in [m.get("envelope_id") for m in dead.received]
+    await card_posted(socket, 2)
+    assert [c.ref for c in await socket.cases()] == ["C-2026-0001", "C-2026-0002"]
+
+
 async def test_a_wrong_app_token_is_refused_and_no_socket_opens(
         slack: Slack, caplog: pytest.LogCaptureFixture) -> None:
     slack.api.app_token = "xapp-1-A0311-1-another"

@@ -61,6 +61,7 @@ class SocketLink:
     ticket: str
     ws: web.WebSocketResponse
     received: list[dict[str, Any]] = field(default_factory=list)  # what the app sent on it
+    silent: bool = False  # gone dead without a close frame: nothing answered, nothing read
 
     @property
     def open(self) -> bool:
@@ -189,6 +190,13 @@ class SlackApi:
         link = await self.connected()
         await link.ws.close(code=1001, message=b"going away")
 
+    async def go_silent(self) -> SocketLink:
+        """The newest connection dies without a close frame: from now on it answers no ping
+        and reads nothing the app sends, as when a NAT entry on the way is dropped."""
+        link = await self.connected()
+        link.silent = True
+        return link
+
     async def disconnect(self, reason: str = "refresh_requested") -> None:
         """Slack's notice that it is about to close the connection: the app should open a
         new one (and close this one itself)."""
@@ -212,7 +220,7 @@ class SlackApi:
         ticket = request.query.get("ticket", "")
         if ticket not in self._tickets:
             return web.Response(status=401, text="invalid ticket")
-        ws = web.WebSocketResponse()  # answers the client's pings
+        ws = web.WebSocketResponse(autoping=False)  # pings are answered below, unless silent
         await ws.prepare(request)
         link = SocketLink(ticket, ws)
         await ws.send_json({"type": "hello", "num_connections": 1 + sum(
@@ -223,7 +231,11 @@ class SlackApi:
         self._changed.set()
         try:
             async for message in ws:
-                if message.type == WSMsgType.TEXT:
+                if link.silent:
+                    continue
+                if message.type == WSMsgType.PING:
+                    await ws.pong(message.data)
+                elif message.type == WSMsgType.TEXT:
                     link.received.append(json.loads(message.data))
                     self.acks.append(link.received[-1])
                     self._changed.set()
