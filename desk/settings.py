@@ -113,8 +113,8 @@ class SlackSettings(BaseSettings):
     bot_token: str = ""
     signing_secret: str = ""
     app_token: str = Field(default="", description="xapp- token: use Socket Mode instead of HTTP")
-    # A Socket Mode connection that answers no ping for four intervals is replaced: a link that
-    # died without a close frame (a dropped NAT entry, a sleeping laptop) is noticed that fast.
+    # A Socket Mode connection that stops answering pings is replaced within a few intervals: a link
+    # that died without a close frame (a dropped NAT entry, a sleeping laptop) is noticed that fast.
     socket_ping_seconds: float = Field(default=10.0, gt=0, le=300)
     review_channel: str = ""
     escalation_channel: str = ""
