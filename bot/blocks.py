@@ -332,16 +332,25 @@ def _option(topic: str) -> Block:
 
 
 def topics_modal(ref: str, current: Sequence[str], private: str) -> Block:
-    element: Block = {"type": "multi_static_select", "action_id": "topics",
-                      "max_selected_items": 3, "placeholder": _plain("Choose 1 to 3 topics"),
-                      "options": [_option(t) for t in TOPICS]}
-    initial = [_option(t) for t in current if t in TOPICS]
-    if initial:
-        element["initial_options"] = initial
+    """The main topic on its own, as a multi-select does not say which one comes first: the
+    classifier learns the order from these corrections too."""
+    known = [t for t in current if t in TOPICS]
+    main: Block = {"type": "static_select", "action_id": "topic",
+                   "placeholder": _plain("What the question is mainly about"),
+                   "options": [_option(t) for t in TOPICS]}
+    others: Block = {"type": "multi_static_select", "action_id": "topics",
+                     "max_selected_items": 2, "placeholder": _plain("Up to two more"),
+                     "options": [_option(t) for t in TOPICS]}
+    if known:
+        main["initial_option"] = _option(known[0])
+    if known[1:]:
+        others["initial_options"] = [_option(t) for t in known[1:3]]
     blocks: list[Block] = [
         {"type": "section", "text": _text(f"Topics for *{ref}*. The draft is made again "
                                           "from them, and the change teaches the classifier.")},
-        {"type": "input", "block_id": "topics", "label": _plain("Topics"), "element": element},
+        {"type": "input", "block_id": "main", "label": _plain("Main topic"), "element": main},
+        {"type": "input", "block_id": "others", "label": _plain("Other topics"),
+         "optional": True, "element": others},
     ]
     return _modal(V.TOPICS, "Change topics", blocks, private, submit="Redraft")
 

@@ -153,13 +153,19 @@ class Review:
 
     async def on_topics_submit(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         where = Where.of_view(body)
-        picked = _values(body).get("topics", {}).get("topics", {}).get("selected_options")
-        topics = [str(option["value"]) for option in picked or []]
+        values = _values(body)
+        main = (values.get("main", {}).get("topic", {}).get("selected_option") or {}).get("value")
+        others = values.get("others", {}).get("topics", {}).get("selected_options") or []
+        topics = list(dict.fromkeys(str(t) for t in [main, *(o.get("value") for o in others)]
+                                    if t))
         if not await self.bot.reviewers.allows(where.user):
-            await ack(response_action="errors", errors={"topics": S.NOT_REVIEWER})
+            await ack(response_action="errors", errors={"main": S.NOT_REVIEWER})
             return
-        if not 1 <= len(topics) <= 3:
-            await ack(response_action="errors", errors={"topics": S.TOPICS_COUNT})
+        if not main:
+            await ack(response_action="errors", errors={"main": S.TOPIC_MAIN})
+            return
+        if len(topics) > 3:
+            await ack(response_action="errors", errors={"others": S.TOPICS_COUNT})
             return
         await ack()
         self.bot.spawn(self._act(where, lambda: self.desk.change_topics(

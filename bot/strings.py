@@ -90,6 +90,7 @@ FAILED = "Something went wrong on our side; the case is unchanged. Please try ag
 EDIT_EMPTY = "The reply cannot be empty."
 EDIT_TOO_LONG = "Slack modals take at most {limit:,} characters; this is {length:,}."
 TOPICS_COUNT = "Choose one to three topics."
+TOPIC_MAIN = "Choose the main topic."
 REJECT_REASON = "Say why, in a few words."
 EDIT_LONG_NOTE = ("The draft is longer than a Slack text box allows; only its first {limit:,} "
                   "characters are shown. Saving replaces the whole draft.")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from bot import strings as S
 from bot.blocks import A
 from desk.models import Draft, Outbox
 from tests.bot.conftest import (
@@ -149,24 +150,34 @@ async def test_change_topics_redrafts_and_records_the_correction(slack: Slack) -
     await slack.settle()
     view = slack.last_view()
     assert view["callback_id"] == "change_topics"
-    select_element = view["blocks"][-1]["element"]
-    assert len(select_element["options"]) == 10
-    assert [o["value"] for o in select_element["initial_options"]] == ["budget_finance"]
+    main, others = (b["element"] for b in view["blocks"][-2:])
+    assert len(main["options"]) == len(others["options"]) == 10
+    assert main["initial_option"]["value"] == "budget_finance"
+    assert "initial_options" not in others and others["max_selected_items"] == 2
 
-    four = [{"value": t} for t in ("housing", "infrastructure", "public_safety",
-                                   "budget_finance")]
-    bad = await slack.submit(view, {"topics": {"topics": {"selected_options": four}}})
-    assert bad.json()["response_action"] == "errors"
-    chosen = [{"text": {"type": "plain_text", "text": "Housing"}, "value": "housing"},
-              {"text": {"type": "plain_text", "text": "Infra"}, "value": "infrastructure"}]
-    ok = await slack.submit(view, {"topics": {"topics": {"type": "multi_static_select",
-                                                         "selected_options": chosen}}})
+    def option(topic: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": topic}, "value": topic}
+
+    def state(main: str | None, *others: str) -> dict[str, Any]:
+        return {"main": {"topic": {"type": "static_select",
+                                   "selected_option": option(main) if main else None}},
+                "others": {"topics": {"type": "multi_static_select",
+                                      "selected_options": [option(t) for t in others]}}}
+
+    no_main = await slack.submit(view, state(None, "housing"))
+    assert no_main.json() == {"response_action": "errors", "errors": {"main": S.TOPIC_MAIN}}
+    four = await slack.submit(view, state("housing", "infrastructure", "public_safety",
+                                          "budget_finance"))
+    assert four.json()["errors"] == {"others": S.TOPICS_COUNT}
+    # The main topic picked again among the others counts once, and comes first.
+    ok = await slack.submit(view, state("infrastructure", "housing", "infrastructure"))
     assert ok.status_code == 200
     await slack.settle()
     case = await slack.case()
-    assert [t["topic"] for t in case.topics] == ["housing", "infrastructure"]
+    assert [t["topic"] for t in case.topics] == ["infrastructure", "housing"]
     corrections = await slack.service.store.list_corrections()
     assert len(corrections) == 1 and corrections[0].previous == ["budget_finance"]
+    assert corrections[0].topics == ["infrastructure", "housing"]
     assert corrections[0].actor == "UREV1"
     text = card_text(slack.card(case))
     assert "Housing" in text and "Draft v2" in text
