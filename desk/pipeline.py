@@ -133,8 +133,9 @@ class Desk:
 
     async def _store_plain(self, session: AsyncSession, inbound: InboundMessage, digest: str,
                            exc: DBAPIError) -> Message:
-        """The raw message under an envelope of only what dedupe and threading need: its
-        Message-ID, sender and thread; if even those are refused, its hash alone."""
+        """The raw message under an envelope of only what dedupe, threading and loop prevention
+        need: its Message-ID, sender, thread and whether a program sent it; if even those are
+        refused, its hash alone."""
         problem = f"could not be stored as read: {type(exc).__name__}"
         try:
             return await _insert(session, InboundMessage(
@@ -142,7 +143,9 @@ class Desk:
                 received_at=inbound.received_at, text="", reply_text="",
                 sender_email=inbound.sender_email, sender_slack_id=inbound.sender_slack_id,
                 thread_refs=inbound.thread_refs, reply_references=inbound.reply_references,
-                thread_key=inbound.thread_key, problems=[problem]), digest)
+                thread_key=inbound.thread_key, is_auto_reply=inbound.is_auto_reply,
+                is_bounce=inbound.is_bounce, is_calendar_reply=inbound.is_calendar_reply,
+                problems=[problem]), digest)
         except DBAPIError as again:
             if not _refused_value(again):
                 raise
@@ -622,10 +625,8 @@ class Desk:
             select(Message).where(Message.case_id == case.id, Message.direction == "in")
             .order_by(Message.id.desc()))
         # Thread the answer under the city's own latest message, never under an
-        # out-of-office notice or a bounce that joined the case.
-        last_in = next((m for m in inbound.scalars()
-                        if not m.envelope.get("is_auto_reply")
-                        and not m.envelope.get("is_bounce")), None)
+        # out-of-office notice, a bounce or a calendar's answer that joined the case.
+        last_in = next((m for m in inbound.scalars() if _from_a_person(m.envelope)), None)
         envelope = last_in.envelope if last_in else {}
         refs = [r for r in envelope.get("thread_refs", []) if r]
         to = case.contact.email if case.contact and case.contact.email else envelope.get(
@@ -844,6 +845,14 @@ def envelope_json(inbound: InboundMessage) -> dict[str, Any]:
          "refused_reason": a.refused_reason} for a in inbound.attachments]
     data["received_at"] = inbound.received_at.isoformat()
     return data
+
+
+def _from_a_person(envelope: dict[str, Any]) -> bool:
+    """A stored message a person wrote: no out-of-office notice, bounce or calendar answer (an
+    envelope stored before ``is_calendar_reply`` had its own field kept it in meta)."""
+    return not (envelope.get("is_auto_reply") or envelope.get("is_bounce")
+                or envelope.get("is_calendar_reply")
+                or envelope.get("meta", {}).get("calendar_reply"))
 
 
 def _reply_references(envelope: dict[str, Any]) -> list[str] | None:

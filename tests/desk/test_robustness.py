@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from desk.models import Case, Message, Outbox
 from desk.outbox import Dispatcher
-from desk.pipeline import Desk, envelope_json
+from desk.pipeline import Desk, Received, envelope_json
 from desk.ports import DeliveryReceipt, OutboundItem
 from desk.store import Store, content_hash
 from tests.conftest import truncate_all
@@ -225,6 +225,34 @@ async def test_a_message_the_database_refuses_as_read_is_kept_raw(
     assert follow.case_id == got[1].case_id and not follow.created
 
 
+async def answered(desk: Desk, store: Store, clock: FakeClock, n: int) -> Received:
+    """Question ``n`` filed, drafted, approved and its reply sent."""
+    got = await desk.receive(email(n))
+    await desk.process(got.case_id or 0)
+    await desk.approve(got.case_ref or "", "U1")
+    await Dispatcher(store, {"email": RecordingChannel("email")}, clock,
+                     on_sent=desk.on_sent).run_once()
+    return got
+
+
+async def test_an_out_of_office_kept_raw_does_not_reopen_an_answered_case(
+        pg_store: Store, clock: FakeClock) -> None:
+    desk = await seeded(pg_store, clock)
+    got = await answered(desk, pg_store, clock, 54)
+    away = email(55, subject="Refused", body="I am out of the office until Monday.",
+                 refs=["<q54@city>"], auto=True)
+    async with pg_refusal(pg_store, "BEFORE INSERT", "NEW.subject = 'Refused'", "22P05"):
+        await desk.receive(away)
+    async with pg_store.session() as session:
+        kept = (await session.execute(select(Message).where(
+            Message.external_id == "<q55@city>"))).scalar_one()
+        case = await session.get(Case, got.case_id)
+    assert "could not be stored as read" in kept.problems[0]
+    assert kept.case_id == got.case_id
+    assert case is not None and case.status == "sent" and case.cycle == 1
+    assert await count(pg_store, Outbox, Outbox.kind == "ack") == 1  # the question's alone
+
+
 async def test_a_deadlock_while_filing_fails_the_batch_and_counts_against_nothing(
         pg_store: Store, clock: FakeClock) -> None:
     desk = await seeded(pg_store, clock)
@@ -372,11 +400,7 @@ async def test_a_calendar_acceptance_is_recorded_and_does_not_reopen(
     from mail.parse import parse_message, to_inbound
 
     desk = await seeded(store, clock)
-    got = await desk.receive(email(20))
-    await desk.process(got.case_id or 0)
-    await desk.approve(got.case_ref or "", "U1")
-    await Dispatcher(store, {"email": RecordingChannel("email")}, clock,
-                     on_sent=desk.on_sent).run_once()
+    got = await answered(desk, store, clock, 20)
     raw = (
         "From: Dana <dana@fallriverma.org>\r\nTo: 311@network.example\r\n"
         f"Subject: Accepted: Follow-up call {got.case_ref}\r\n"
@@ -393,3 +417,24 @@ async def test_a_calendar_acceptance_is_recorded_and_does_not_reopen(
         case = await session.get(Case, got.case_id)
         assert case is not None and case.status == "sent" and case.cycle == 1
     assert await count(store, Outbox, Outbox.kind == "ack") == 1
+
+
+async def test_a_reply_is_threaded_under_the_question_not_a_calendar_answer(
+        store: Store, clock: FakeClock) -> None:
+    from mail.parse import parse_message, to_inbound
+
+    desk = await seeded(store, clock)
+    got = await desk.receive(email(21))
+    await desk.process(got.case_id or 0)
+    raw = (
+        "From: Dana <dana@fallriverma.org>\r\nTo: 311@network.example\r\n"
+        f"Subject: Accepted: Intro call {got.case_ref}\r\n"
+        "Message-ID: <accept-2@fallriverma.org>\r\nIn-Reply-To: <q21@city>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/calendar; method=REPLY\r\n\r\n"
+        "BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nEND:VCALENDAR\r\n").encode()
+    accepted = await desk.receive(to_inbound(parse_message(raw), raw, clock.now()))
+    assert accepted.case_id == got.case_id
+    await desk.approve(got.case_ref or "", "U1")
+    async with store.session() as session:
+        reply = (await session.execute(select(Outbox).where(Outbox.kind == "reply"))).scalar_one()
+    assert reply.payload["in_reply_to"] == "<q21@city>"
