@@ -24,6 +24,7 @@ from typing import Any
 
 from spacy import about
 
+from desk.errors import InputError
 from nlp.classifier import SpacyClassifier
 from nlp.data import LabelledText, Question, load_questions, split
 from nlp.pipeline import LANG, PipelineConfig, load_pipeline
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 META_FILE = "city311-model.json"
 # Bump when the code that turns data into a model changes in a way the config does not show.
-FORMAT = 5
+FORMAT = 6
 
 
 def data_hash(questions: Sequence[Question], seed: int, config: PipelineConfig) -> str:
@@ -101,6 +102,7 @@ def build_model(
     metrics = evaluate(classifier, questions)
     train, dev = split(questions)
     meta = {
+        "format": FORMAT,
         "hash": data_hash(questions, seed, config),
         "seed": seed,
         "config": config.as_dict(),
@@ -118,7 +120,16 @@ def build_model(
 
 
 def load_model(model_dir: Path) -> SpacyClassifier:
+    """The model saved in ``model_dir``. One made by an older version of this code is refused:
+    it would load, and quietly be wrong (a model before the lead heads orders topics by score
+    alone). The default directory never holds one: ``ensure_model`` rebuilds it first."""
     meta = read_meta(model_dir) or {}
+    if meta.get("format") != FORMAT:
+        raise InputError(
+            f"the topic model in {model_dir} was built by another version (model format "
+            f"{meta.get('format', 'before 5')}; this version reads {FORMAT}): build it again "
+            f"with `python -m nlp.build --model-dir {model_dir}`, then `city311 nlp retrain "
+            f"--model-dir {model_dir}` to add the reviewers' corrections")
     known = PipelineConfig.__dataclass_fields__
     raw = {k: v for k, v in (meta.get("config") or {}).items() if k in known}
     if "rank_targets" in raw:

@@ -61,8 +61,9 @@ _BY_ID = tuple(sorted(TOPICS))
 
 
 def _ranked(scores: dict[str, float]) -> list[str]:
-    """The order of ``select_topics`` (score, best first; ties by topic id) for a dict that has
-    every topic: the sort is stable, also in reverse, and its input is in id order."""
+    """The ranking ``select_topics`` chooses from (score, best first; ties by topic id) for a
+    dict that has every topic: the sort is stable, also in reverse, and its input is in id
+    order."""
     return sorted(_BY_ID, key=scores.__getitem__, reverse=True)
 
 

@@ -82,8 +82,8 @@ class TopicPrior:
         hits = self._hits(doc)
         data = data_of(doc)
         data[_CUES] = sum(hits)
-        # A text without words has no topic. spaCy's textcat agrees only when a whole batch is
-        # empty: an empty text among others would get the classifier's bias.
+        # A text without words has no topic. spaCy's textcat scores zero only a batch of empty
+        # docs: "" among other texts, or blanks (a whitespace token), would get its bias.
         cats = doc.cats if text_of(doc).strip() else {}
         if LEAD_LABELS[0] in cats:
             data[_LEAD] = [float(cats[label]) for label in LEAD_LABELS]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
+from desk.errors import InputError
 from desk.ports import TOPICS, Classifier
 from nlp import load_classifier
-from nlp.build import build_model, data_hash, load_model, read_meta
+from nlp.build import FORMAT, build_model, data_hash, load_model, read_meta
 from nlp.classifier import SpacyClassifier, select_topics
 from nlp.data import load_questions, read_jsonl, split
 from nlp.pipeline import PipelineConfig
@@ -32,6 +34,18 @@ def test_loads_from_the_artefact_without_network(
     assert isinstance(classifier, Classifier)
     result = classifier.classify("Our water main keeps breaking; how do we plan replacement?")
     assert result.topics[0].topic == "infrastructure"
+
+
+def test_a_model_from_an_older_version_is_refused_with_what_to_do(
+        model_dir: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old-model"
+    shutil.copytree(model_dir, old)
+    meta = read_meta(old) or {}
+    meta.pop("format")  # as the versions before lead heads wrote it
+    (old / "city311-model.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(InputError, match=r"python -m nlp.build --model-dir .*old-model"):
+        load_classifier(old)
+    assert load_model(model_dir).meta["format"] == FORMAT
 
 
 def test_meta_records_what_the_model_was_built_from(model_dir: Path) -> None:
