@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 META_FILE = "city311-model.json"
 # Bump when the code that turns data into a model changes in a way the config does not show.
-FORMAT = 6
+FORMAT = 7
 
 
 def data_hash(questions: Sequence[Question], seed: int, config: PipelineConfig) -> str:
