@@ -161,7 +161,10 @@ def _topic_line(topic: str, score: float | None) -> str:
 
 def _topics(case: Case) -> str:
     lines = [_topic_line(t["topic"], t.get("score")) for t in case.topics]
-    text = "*Topics:* " + (", ".join(lines) if lines else "_none yet_")
+    # The percentage says how likely a topic applies, the order which one the question is
+    # mainly about, so the main one can show the lower percentage.
+    heading = "*Topics (main first):* " if len(lines) > 1 else "*Topics:* "
+    text = heading + (", ".join(lines) if lines else "_none yet_")
     if case.status == "needs_triage":
         reason = escape(case.triage_reason or "needs a person")
         ranked = sorted((case.scores or {}).items(), key=lambda kv: -float(kv[1]))[:3]
