@@ -110,8 +110,16 @@ async def test_a_mention_over_the_socket_opens_a_case_and_the_card_follows(
     assert case.review_channel == REVIEW_CHANNEL
     assert "C-2026-0001" in card_text(card) and "Fall River, MA" in card_text(card)
     assert A.APPROVE in action_ids(card)
-    acknowledgements = [p for p in socket.posts("CCITY") if p.get("thread_ts") == question_ts]
-    assert len(acknowledgements) == 1 and "C-2026-0001" in acknowledgements[0]["text"]
+
+    def acknowledgements() -> list[dict[str, Any]]:
+        return [p for p in socket.posts("CCITY") if p.get("thread_ts") == question_ts]
+
+    async def acknowledged() -> bool:
+        return bool(acknowledgements())
+
+    # The acknowledgement and the card are separate deliveries: either may land first.
+    await until(acknowledged, "the acknowledgement in the thread")
+    assert len(acknowledgements()) == 1 and "C-2026-0001" in acknowledgements()[0]["text"]
 
 
 async def test_two_questions_over_the_socket_open_two_cases(socket: SocketSlack) -> None:
