@@ -848,11 +848,14 @@ def envelope_json(inbound: InboundMessage) -> dict[str, Any]:
 
 
 def _from_a_person(envelope: dict[str, Any]) -> bool:
-    """A stored message a person wrote: no out-of-office notice, bounce or calendar answer (an
-    envelope stored before ``is_calendar_reply`` had its own field kept it in meta)."""
+    """A stored message a person wrote: no out-of-office notice, bounce or calendar answer."""
     return not (envelope.get("is_auto_reply") or envelope.get("is_bounce")
-                or envelope.get("is_calendar_reply")
-                or envelope.get("meta", {}).get("calendar_reply"))
+                or _calendar_reply(envelope))
+
+
+def _calendar_reply(envelope: dict[str, Any]) -> bool:
+    """An envelope stored before ``is_calendar_reply`` had its own field kept it in meta."""
+    return bool(envelope.get("is_calendar_reply", envelope.get("meta", {}).get("calendar_reply")))
 
 
 def _reply_references(envelope: dict[str, Any]) -> list[str] | None:
@@ -867,7 +870,7 @@ def _reply_references(envelope: dict[str, Any]) -> list[str] | None:
 def _envelope_from_json(message: Message) -> InboundMessage:
     data = dict(message.envelope)
     data["reply_references"] = _reply_references(data)
-    data.setdefault("is_calendar_reply", bool(data.get("meta", {}).get("calendar_reply")))
+    data["is_calendar_reply"] = _calendar_reply(data)
     data["received_at"] = datetime.fromisoformat(data["received_at"])
     data["attachments"] = []
     data["raw"] = b""

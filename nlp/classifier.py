@@ -10,18 +10,23 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS, Classification, Entity, TopicScore
-from nlp.doctext import data_of, ext_key, text_of
+from nlp.doctext import data_of, text_of
 from nlp.entities import ENTITY_ROWS_KEY
 from nlp.pipeline import PipelineConfig
+from nlp.topic_prior import CUES_KEY, LEAD_KEY
+from nlp.urgency import REASONS_KEY, URGENCY_KEY
 
 __all__ = ["SpacyClassifier", "select_topics"]
 
 _BATCH = 256
-_URGENCY = ext_key("urgency")
-_REASONS = ext_key("urgency_reasons")
-_CUES = ext_key("topic_cues")
-_LEAD = ext_key("topic_lead")
 _INDEX = {topic: i for i, topic in enumerate(TOPICS)}
+_BY_ID = tuple(sorted(TOPICS))
+
+
+def _ranked(scores: dict[str, float]) -> list[str]:
+    """Every topic by score, best first, ties by topic id (the sort is stable, also in
+    reverse, and its input is in id order); ``scores`` has every topic."""
+    return sorted(_BY_ID, key=scores.__getitem__, reverse=True)
 
 
 def select_topics(scores: Mapping[str, float], config: PipelineConfig,
@@ -30,16 +35,22 @@ def select_topics(scores: Mapping[str, float], config: PipelineConfig,
     when they are both reasonably likely on their own and not far behind the best. With the
     lead heads' scores (in the order of ``TOPICS``), the chosen ones are then ordered by
     ``score + lead_weight * lead``."""
-    ranked = sorted(TOPICS, key=lambda t: (-scores.get(t, 0.0), t))
-    return _lead_first(_select(ranked, scores, config), scores, lead, config)
+    return _choose({t: float(scores.get(t, 0.0)) for t in TOPICS}, config, lead)[1]
 
 
-def _select(ranked: Sequence[str], scores: Mapping[str, float], config: PipelineConfig,
+def _choose(scores: dict[str, float], config: PipelineConfig, lead: Sequence[float] | None,
+            ) -> tuple[list[str], list[str]]:
+    """Every topic ranked by score, and the chosen ones in their final order."""
+    ranked = _ranked(scores)
+    return ranked, _lead_first(_select(ranked, scores, config), scores, lead, config)
+
+
+def _select(ranked: Sequence[str], scores: dict[str, float], config: PipelineConfig,
             ) -> list[str]:
-    best = scores.get(ranked[0], 0.0)
+    best = scores[ranked[0]]
     chosen = [ranked[0]]
     for topic in ranked[1:3]:
-        s = scores.get(topic, 0.0)
+        s = scores[topic]
         if s >= config.second_min and s >= config.second_rel * best:
             chosen.append(topic)
         else:
@@ -47,24 +58,14 @@ def _select(ranked: Sequence[str], scores: Mapping[str, float], config: Pipeline
     return chosen
 
 
-def _lead_first(chosen: list[str], scores: Mapping[str, float], lead: Sequence[float] | None,
+def _lead_first(chosen: list[str], scores: dict[str, float], lead: Sequence[float] | None,
                 config: PipelineConfig) -> list[str]:
     weight = config.lead_weight
     if lead is None or len(chosen) < 2 or weight <= 0.0:
         return chosen
     # Stable: a tie keeps the order of the scores.
-    return sorted(chosen, key=lambda t: scores.get(t, 0.0) + weight * lead[_INDEX[t]],
+    return sorted(chosen, key=lambda t: scores[t] + weight * lead[_INDEX[t]],
                   reverse=True)
-
-
-_BY_ID = tuple(sorted(TOPICS))
-
-
-def _ranked(scores: dict[str, float]) -> list[str]:
-    """The ranking ``select_topics`` chooses from (score, best first; ties by topic id) for a
-    dict that has every topic: the sort is stable, also in reverse, and its input is in id
-    order."""
-    return sorted(_BY_ID, key=scores.__getitem__, reverse=True)
 
 
 class SpacyClassifier:
@@ -119,7 +120,7 @@ class SpacyClassifier:
     def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
         """The topics :func:`select_topics` chooses and orders for each text (entities and
         urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        return [select_topics(doc.cats, self.config, data_of(doc).get(_LEAD))
+        return [select_topics(doc.cats, self.config, data_of(doc).get(LEAD_KEY))
                 for doc in self._topic_docs(texts)]
 
     def _topic_docs(self, texts: Sequence[str]) -> Iterable[Doc]:
@@ -135,11 +136,9 @@ class SpacyClassifier:
         # The topic prior (and spaCy's textcat) write a float for each topic, in this order.
         scores = (dict(cats) if tuple(cats) == TOPICS
                   else {t: float(cats.get(t, 0.0)) for t in TOPICS})
-        ranked = _ranked(scores)
         data = data_of(doc)
-        chosen = _lead_first(_select(ranked, scores, self.config), scores, data.get(_LEAD),
-                             self.config)
-        triage = self.needs_triage(scores[ranked[0]], int(data.get(_CUES) or 0))
+        ranked, chosen = _choose(scores, self.config, data.get(LEAD_KEY))
+        triage = self.needs_triage(scores[ranked[0]], int(data.get(CUES_KEY) or 0))
         if triage:  # nothing stands out: offer the reviewer the three best guesses
             chosen = ranked[:3]
         rows = data.get(ENTITY_ROWS_KEY)
@@ -153,7 +152,7 @@ class SpacyClassifier:
             topics=[TopicScore(t, scores[t]) for t in chosen],
             scores=scores,
             entities=entities,
-            urgency=float(data.get(_URGENCY) or 0.0),
-            urgency_reasons=list(data.get(_REASONS) or []),
+            urgency=float(data.get(URGENCY_KEY) or 0.0),
+            urgency_reasons=list(data.get(REASONS_KEY) or []),
             needs_triage=triage,
         )

@@ -21,17 +21,17 @@ from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
-__all__ = ["LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
+__all__ = ["CUES_KEY", "LEAD_KEY", "LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
 
 PRIOR_COMPONENT = "city311_topic_prior"
 LEAD_LABELS = tuple(f"lead:{topic}" for topic in TOPICS)  # the classifier's lead heads
 
 if not Doc.has_extension("topic_cues"):
     Doc.set_extension("topic_cues", default=0)  # how many topic cues the text has
-_CUES = ext_key("topic_cues")
+CUES_KEY = ext_key("topic_cues")  # where doc._.topic_cues lives
 if not Doc.has_extension("topic_lead"):
     Doc.set_extension("topic_lead", default=None)  # the lead heads' scores, or None
-_LEAD = ext_key("topic_lead")
+LEAD_KEY = ext_key("topic_lead")
 
 
 def _is_acronym(cue: str) -> bool:
@@ -81,12 +81,12 @@ class TopicPrior:
     def __call__(self, doc: Doc) -> Doc:
         hits = self._hits(doc)
         data = data_of(doc)
-        data[_CUES] = sum(hits)
+        data[CUES_KEY] = sum(hits)
         # A text without words has no topic. spaCy's textcat scores zero only a batch of empty
         # docs: "" among other texts, or blanks (a whitespace token), would get its bias.
         cats = doc.cats if text_of(doc).strip() else {}
         if LEAD_LABELS[0] in cats:
-            data[_LEAD] = [float(cats[label]) for label in LEAD_LABELS]
+            data[LEAD_KEY] = [float(cats[label]) for label in LEAD_LABELS]
         w, sat = self.weight, self.saturation
         keep = 1.0 - w
         doc.cats = {t: keep * float(cats.get(t, 0.0)) + w * n / (n + sat)

@@ -17,15 +17,15 @@ from spacy.tokens import Doc
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
 
-__all__ = ["URGENCY_COMPONENT", "UrgencyDetector", "combine"]
+__all__ = ["REASONS_KEY", "URGENCY_COMPONENT", "URGENCY_KEY", "UrgencyDetector", "combine"]
 
 URGENCY_COMPONENT = "city311_urgency"
 
 for _name, _default in (("urgency", 0.0), ("urgency_reasons", None)):
     if not Doc.has_extension(_name):
         Doc.set_extension(_name, default=_default)
-_SCORE = ext_key("urgency")
-_REASONS = ext_key("urgency_reasons")
+URGENCY_KEY = ext_key("urgency")  # where doc._.urgency lives
+REASONS_KEY = ext_key("urgency_reasons")
 
 _WHEN = (r"(?:(?:this|next|on|by)\s)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
          r"tomorrow|tonight|today|the\s\d{1,2}(?:st|nd|rd|th)|"
@@ -79,8 +79,8 @@ class UrgencyDetector:
         text = text_of(doc)
         if not matches and "/" not in text:  # most questions: nothing to weigh
             data = data_of(doc)
-            data[_SCORE] = 0.0
-            data[_REASONS] = []
+            data[URGENCY_KEY] = 0.0
+            data[REASONS_KEY] = []
             return doc
         best: dict[str, tuple[float, str]] = {}
         taken: set[int] = set()
@@ -105,8 +105,8 @@ class UrgencyDetector:
                 best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
         ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))
         # Several cues of one event ("flood", "flooding") should not stack up to 1.0 at once.
-        data_of(doc)[_SCORE] = min(1.0, combine(w for w, _ in ranked[:3]))
-        data_of(doc)[_REASONS] = [reason for _, reason in ranked]
+        data_of(doc)[URGENCY_KEY] = min(1.0, combine(w for w, _ in ranked[:3]))
+        data_of(doc)[REASONS_KEY] = [reason for _, reason in ranked]
         return doc
 
     def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:

@@ -118,15 +118,18 @@ def question(n: int | str, *, sender: str = CITY_SENDER, subject: str | None = N
     return (head + "\n" + body).replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 
-async def approved_case(service: Service, clock: FakeClock) -> Case:
-    """A city's question, filed, drafted and approved: its reply waits in the outbox."""
-    raw = question(1)
+async def approved_case(service: Service, clock: FakeClock, raw: bytes | None = None, *,
+                        keep_ack: bool = False) -> Case:
+    """A city's question (``question(1)`` unless given), filed, drafted and approved: its
+    reply waits in the outbox, alone unless ``keep_ack``."""
+    raw = raw or question(1)
     received = await service.desk.receive(to_inbound(parse_message(raw), raw, clock.now()))
     assert received.case_id is not None
     await service.desk.process(received.case_id)
-    async with service.store.session() as session:
-        # The acknowledgement is someone else's concern here.
-        await session.execute(Outbox.__table__.delete().where(Outbox.kind == "ack"))
+    if not keep_ack:
+        async with service.store.session() as session:
+            # The acknowledgement is someone else's concern here.
+            await session.execute(Outbox.__table__.delete().where(Outbox.kind == "ack"))
     return await service.desk.approve(received.case_ref or "", "U0REVIEWER")
 
 

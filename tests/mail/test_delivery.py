@@ -84,10 +84,7 @@ async def test_a_reply_keeps_the_citys_references_in_order(
                                  live_clock)
     try:
         raw = question(7, extra="References: <a@springfield.gov> <b@springfield.gov>\n")
-        received = await service.desk.receive(to_inbound(parse_message(raw), raw,
-                                                         live_clock.now()))
-        await service.desk.process(received.case_id or 0)
-        await service.desk.approve(received.case_ref or "", "U0REVIEWER")
+        await approved_case(service, live_clock, raw, keep_ack=True)
         await service.dispatcher.run_once(limit=5)
         # The acknowledgement and the reply both answer the city's message.
         answers = [r.message for r in smtp_server.received
