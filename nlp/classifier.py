@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
+import numpy
+from numpy.typing import NDArray
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS, Classification, Entity, TopicScore
-from nlp.doctext import data_of, text_of
-from nlp.entities import ENTITY_ROWS_KEY
-from nlp.pipeline import PipelineConfig
-from nlp.topic_prior import CUES_KEY, LEAD_KEY
-from nlp.urgency import REASONS_KEY, URGENCY_KEY
+from nlp.entities import ENTITY_COMPONENT, EntityFinder
+from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig
+from nlp.topic_prior import PRIOR_COMPONENT, TopicPrior
+from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
 __all__ = ["SpacyClassifier", "select_topics"]
 
 _BATCH = 256
+_T = TypeVar("_T")
 _INDEX = {topic: i for i, topic in enumerate(TOPICS)}
 _BY_ID = tuple(sorted(TOPICS))
 
@@ -68,17 +70,39 @@ def _lead_first(chosen: list[str], scores: dict[str, float], lead: Sequence[floa
                   reverse=True)
 
 
+def _component(nlp: Language, name: str, kind: type[_T]) -> _T:
+    component = nlp.get_pipe(name)
+    if not isinstance(component, kind):
+        raise TypeError(f"the pipeline's {name!r} is a {type(component).__name__}, "
+                        f"not a {kind.__name__}")
+    return component
+
+
 class SpacyClassifier:
-    """Topics, entities and urgency for one text or many (batched through ``nlp.pipe``)."""
+    """Topics, entities and urgency for one text or many.
+
+    A batch goes through the pipeline's components by their batch methods, which find what the
+    components would write on each doc and return it instead: the same results (tested), without
+    spaCy's per-doc bookkeeping (``doc.cats``, ``doc.ents``, extension values), which cost more
+    than the finding itself. ``nlp`` remains the whole pipeline, for anyone who wants the docs.
+    """
 
     def __init__(self, nlp: Language, config: PipelineConfig, meta: dict[str, Any] | None = None,
                  ) -> None:
         self.nlp = nlp
         self.config = config
         self.meta = meta or {}
+        textcat: Any = nlp.get_pipe(TEXTCAT)
+        self._textcat = textcat
+        labels = list(textcat.labels)
+        self._topic_columns = [labels.index(t) for t in TOPICS]
+        self._lead_columns = [labels.index(t) for t in LEAD_LABELS]
+        self._prior = _component(nlp, PRIOR_COMPONENT, TopicPrior)
+        self._entities = _component(nlp, ENTITY_COMPONENT, EntityFinder)
+        self._urgency = _component(nlp, URGENCY_COMPONENT, UrgencyDetector)
 
     def classify(self, text: str) -> Classification:
-        return self._to_classification(self.nlp(text))
+        return self.classify_many([text])[0]
 
     def classify_many(self, texts: Sequence[str]) -> list[Classification]:
         # A batch allocates many small objects that all survive it: the cyclic collector would
@@ -89,70 +113,69 @@ class SpacyClassifier:
         try:
             out: list[Classification] = []
             # Batch by batch through every step, so a batch's docs are still in the CPU cache
-            # for the next component and are freed as soon as their results are built.
+            # for the next step and are freed as soon as their results are built.
             for start in range(0, len(texts), _BATCH):
-                out.extend(map(self._to_classification, self._run(texts[start:start + _BATCH])))
+                out.extend(self._classify_batch(texts[start:start + _BATCH]))
             return out
         finally:
             if was_enabled:
                 gc.enable()
 
-    def _run(self, texts: Sequence[str]) -> list[Doc]:
-        """The pipeline over one batch: the classifier batched, the rule components doc by doc.
-        The same as ``nlp.pipe`` without its per-doc bookkeeping, which costs as much as a
-        component here."""
-        nlp = self.nlp
-        docs = [nlp.make_doc(text) for text in texts]
-        for _name, proc in nlp.pipeline:
-            if hasattr(proc, "pipe"):
-                docs = list(proc.pipe(docs, batch_size=_BATCH))
-            else:
-                docs = [proc(doc) for doc in docs]
-        return docs
+    def _topics(self, texts: Sequence[str],
+                ) -> tuple[list[Doc], NDArray[Any], NDArray[Any], list[int]]:
+        """The docs of a batch, their final topic scores and lead heads' scores (a row per doc,
+        a column per topic in the order of ``TOPICS``) and their numbers of topic cues."""
+        make_doc = self.nlp.make_doc
+        docs = [make_doc(text) for text in texts]
+        learned = numpy.asarray(self._textcat.model.predict(docs)) if docs else numpy.zeros(
+            (0, len(self._topic_columns) + len(self._lead_columns)), dtype="f")
+        scores, cues = self._prior.blend(docs, texts, learned[:, self._topic_columns])
+        return docs, scores, learned[:, self._lead_columns], cues
 
-    def pipe(self, texts: Iterable[str], *, disable: Sequence[str] = ()) -> Iterable[Doc]:
-        return self.nlp.pipe(texts, batch_size=_BATCH, disable=list(disable))
+    def _classify_batch(self, texts: Sequence[str]) -> list[Classification]:
+        docs, scores, leads, cues = self._topics(texts)
+        find_entities = self._entities.find
+        measure_urgency = self._urgency.measure
+        out = []
+        for doc, text, row, lead, n_cues in zip(docs, texts, scores.tolist(), leads.tolist(),
+                                                 cues, strict=True):
+            topic_scores = dict(zip(TOPICS, row, strict=True))
+            ranked, chosen = _choose(topic_scores, self.config, lead if text.strip() else None)
+            triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
+            if triage:  # nothing stands out: offer the reviewer the three best guesses
+                chosen = ranked[:3]
+            entities = [Entity(label, text[start:end], start, end, value)
+                        for label, start, end, value in find_entities(doc, text)]
+            urgency, reasons = measure_urgency(doc, text)
+            out.append(Classification(
+                topics=[TopicScore(t, topic_scores[t]) for t in chosen],
+                scores=topic_scores,
+                entities=entities,
+                urgency=urgency,
+                urgency_reasons=reasons,
+                needs_triage=triage,
+            ))
+        return out
 
     def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Topic scores only (entities and urgency skipped)."""
-        return [dict(doc.cats) for doc in self._topic_docs(texts)]
+        return [dict(zip(TOPICS, row, strict=True))
+                for start in range(0, len(texts), _BATCH)
+                for row in self._topics(texts[start:start + _BATCH])[1].tolist()]
 
     def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
         """The topics :func:`select_topics` chooses and orders for each text (entities and
         urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        return [select_topics(doc.cats, self.config, data_of(doc).get(LEAD_KEY))
-                for doc in self._topic_docs(texts)]
-
-    def _topic_docs(self, texts: Sequence[str]) -> Iterable[Doc]:
-        disable = [n for n in ("city311_entities", "city311_urgency") if n in self.nlp.pipe_names]
-        return self.pipe(texts, disable=disable)
+        out: list[list[str]] = []
+        for start in range(0, len(texts), _BATCH):
+            batch = texts[start:start + _BATCH]
+            _docs, scores, leads, _cues = self._topics(batch)
+            out.extend(select_topics(dict(zip(TOPICS, row, strict=True)), self.config,
+                                     lead if text.strip() else None)
+                       for text, row, lead in zip(batch, scores.tolist(), leads.tolist(),
+                                                  strict=True))
+        return out
 
     def needs_triage(self, top: float, cues: int) -> bool:
         limit = self.config.triage_below if cues else self.config.triage_below_without_cues
         return top < limit
-
-    def _to_classification(self, doc: Doc) -> Classification:
-        cats = doc.cats
-        # The topic prior (and spaCy's textcat) write a float for each topic, in this order.
-        scores = (dict(cats) if tuple(cats) == TOPICS
-                  else {t: float(cats.get(t, 0.0)) for t in TOPICS})
-        data = data_of(doc)
-        ranked, chosen = _choose(scores, self.config, data.get(LEAD_KEY))
-        triage = self.needs_triage(scores[ranked[0]], int(data.get(CUES_KEY) or 0))
-        if triage:  # nothing stands out: offer the reviewer the three best guesses
-            chosen = ranked[:3]
-        rows = data.get(ENTITY_ROWS_KEY)
-        if rows:
-            text = text_of(doc)
-            entities = [Entity(label, text[start:end], start, end, value)
-                        for label, start, end, value in rows]
-        else:
-            entities = []
-        return Classification(
-            topics=[TopicScore(t, scores[t]) for t in chosen],
-            scores=scores,
-            entities=entities,
-            urgency=float(data.get(URGENCY_KEY) or 0.0),
-            urgency_reasons=list(data.get(REASONS_KEY) or []),
-            needs_triage=triage,
-        )

@@ -13,7 +13,7 @@ a place name ("Springfield, OR", "Eugene OR"); lower-case words never count as c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
@@ -21,8 +21,7 @@ import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
-from spacy.tokens import Doc, Span
-from spacy.util import filter_spans
+from spacy.tokens import Doc
 from thinc.types import Ints2d
 
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
@@ -204,18 +203,37 @@ def _date_value(m: re.Match[str]) -> str | None:
     return None
 
 
-def _non_overlapping(spans: list[Span]) -> list[Span]:
-    """``spacy.util.filter_spans`` (longest first, then earliest), without its sort when the
-    spans do not overlap, which is nearly always."""
-    if len(spans) < 2:
-        return spans
-    ordered = sorted(spans, key=lambda s: s.start)
+# One entity as found: first token, end token, label, first character, end character, value.
+_Entry = tuple[int, int, str, int, int, "str | None"]
+# One entity as reported: label, first character, end character, value.
+Row = tuple[str, int, int, "str | None"]
+
+
+def _by_start(entry: _Entry) -> int:
+    return entry[0]
+
+
+def _non_overlapping(entries: list[_Entry]) -> list[_Entry]:
+    """``spacy.util.filter_spans`` (longest first, then earliest) on found entries, without its
+    sort when they do not overlap, which is nearly always; in text order."""
+    if len(entries) < 2:
+        return entries
+    ordered = sorted(entries, key=_by_start)
     end = -1
-    for span in ordered:
-        if span.start < end:
-            return filter_spans(spans)
-        end = span.end
-    return ordered
+    for entry in ordered:
+        if entry[0] < end:
+            break
+        end = entry[1]
+    else:
+        return ordered
+    by_size = sorted(entries, key=lambda e: (e[1] - e[0], -e[0]), reverse=True)
+    kept: list[_Entry] = []
+    seen: set[int] = set()
+    for entry in by_size:
+        if entry[0] not in seen and entry[1] - 1 not in seen:
+            kept.append(entry)
+            seen.update(range(entry[0], entry[1]))
+    return sorted(kept, key=_by_start)
 
 
 _LABELS = ("CITY", "STATE", "MONEY", "DATE", "PROGRAM", "AGENCY", "ORG")
@@ -226,11 +244,11 @@ _IOB_INSIDE, _IOB_OUTSIDE, _IOB_BEGIN = 1, 2, 3
 _outside_rows: dict[int, numpy.ndarray[Any, numpy.dtype[numpy.uint64]]] = {}
 
 
-def _set_ents(doc: Doc, spans: Sequence[Span]) -> None:
-    """``doc.set_ents(spans, default="outside")`` for spans that do not overlap: the same
-    ENT_IOB and ENT_TYPE of every token, written with ``Doc.from_array`` in a third of the time
-    (``set_ents`` checks every token in Python). The all-outside rows of each length are kept
-    (``from_array`` only reads them)."""
+def _set_ents(doc: Doc, spans: Iterable[tuple[int, int, int]]) -> None:
+    """``doc.set_ents(spans, default="outside")`` for token spans (start, end, label id) that do
+    not overlap: the same ENT_IOB and ENT_TYPE of every token, written with ``Doc.from_array``
+    in a third of the time (``set_ents`` checks every token in Python). The all-outside rows of
+    each length are kept (``from_array`` only reads them)."""
     n = len(doc)
     if n == 0:
         return
@@ -241,14 +259,14 @@ def _set_ents(doc: Doc, spans: Sequence[Span]) -> None:
         rows.flags.writeable = False
         if n <= 1024:
             _outside_rows[n] = rows
+    spans = list(spans)
     if spans:
         rows = rows.copy()
         iob, label = rows[:, 0], rows[:, 1]
-        for span in spans:
-            start, end = span.start, span.end
+        for start, end, label_id in spans:
             iob[start] = _IOB_BEGIN
             iob[start + 1:end] = _IOB_INSIDE
-            label[start:end] = span.label
+            label[start:end] = label_id
     doc.from_array(_ENT_ATTRS, cast(Ints2d, rows))
 
 
@@ -315,33 +333,49 @@ class EntityFinder:
         return None
 
     def __call__(self, doc: Doc) -> Doc:
-        data = data_of(doc)
         text = text_of(doc)
-        # (span, label, start_char, end_char, value), in the order found: the label and offsets
-        # ride along, as reading them back from a Span costs a look-up each time.
-        found: list[tuple[Span, str, int, int, str | None]] = []
+        entries = self._find(doc, text)
         label_ids = self.label_ids
+        _set_ents(doc, ((e[0], e[1], label_ids[e[2]]) for e in entries))
+        rows = self._rows(entries)
+        data = data_of(doc)
+        data[_VALUES] = {(start, end): value for _, start, end, value in rows}
+        data[ENTITY_ROWS_KEY] = rows
+        return doc
+
+    def find(self, doc: Doc, text: str) -> list[Row]:
+        """The entities of ``doc`` (made from ``text``), in text order, none overlapping, without
+        writing them on the doc."""
+        return self._rows(self._find(doc, text))
+
+    def _find(self, doc: Doc, text: str) -> list[_Entry]:
+        # In the order found: the order decides between entities of the same extent.
+        found: list[_Entry] = []
 
         def add(start: int, end: int, label: str, value: str | None) -> None:
-            span = doc.char_span(start, end, label=label_ids[label], alignment_mode="expand")
+            span = doc.char_span(start, end, alignment_mode="expand")
             if span is not None:
-                found.append((span, label, span.start_char, span.end_char, value))
+                found.append((span.start, span.end, label, span.start_char, span.end_char, value))
 
         when: list[int] = []
         states: list[tuple[int, int]] = []
         keys = self.keys
         for match_id, start, end in self.matcher(doc):
             kind, value = keys[match_id]
+            first = doc[start]
             if kind == "WHEN":
-                when.append(doc[start].idx)
+                when.append(first.idx)
                 continue
-            label = "STATE" if kind == "CODE" else kind
-            span = Span(doc, start, end, label=label_ids[label])
-            start_char, end_char = span.start_char, span.end_char
-            if label == "STATE":
+            last = first if end - start == 1 else doc[end - 1]
+            start_char, end_char = first.idx, last.idx + len(last)
+            if kind == "CODE":
                 states.append((start_char, end_char))
-            if kind != "CODE" or value in _SAFE_CODES:
-                found.append((span, label, start_char, end_char, value))
+                if value in _SAFE_CODES:
+                    found.append((start, end, "STATE", start_char, end_char, value))
+                continue
+            if kind == "STATE":
+                states.append((start_char, end_char))
+            found.append((start, end, kind, start_char, end_char, value))
         for s_start, s_end in states:
             for m in self.place_state_re.finditer(text, max(0, s_start - 60), s_end):
                 if m.end() != s_end:
@@ -396,21 +430,18 @@ class EntityFinder:
                     if date is not None:
                         add(m.start(), m.end(), "DATE", date)
         if not found:  # most questions
-            _set_ents(doc, ())
-            data[_VALUES] = {}
-            data[ENTITY_ROWS_KEY] = []
-            return doc
-        spans = _non_overlapping([entry[0] for entry in found])
-        if len(spans) == len(found):  # nothing overlapped: every entry is kept
-            kept_entries = found
-        else:
-            kept_ids = set(map(id, spans))
-            kept_entries = [entry for entry in found if id(entry[0]) in kept_ids]
-        kept = {(start, end, label) for _, label, start, end, _ in kept_entries}
-        codes = {v for _, label, start, end, v in found
+            return found
+        return self._resolved(found, _non_overlapping(found))
+
+    def _resolved(self, found: list[_Entry], kept_entries: list[_Entry]) -> list[_Entry]:
+        """The kept entries, with their values settled: an entry's value is the first found of
+        its extent and label, and a place without a state gets the one the text names, else its
+        likeliest."""
+        kept = {(start, end, label) for _, _, label, start, end, _ in kept_entries}
+        codes = {v for _, _, label, start, end, v in found
                  if label == "STATE" and v and (start, end, "STATE") in kept}
         values: dict[tuple[int, int], str | None] = {}
-        for _, label, start, end, found_value in found:
+        for _, _, label, start, end, found_value in found:
             value = found_value
             key = (start, end)
             if (start, end, label) not in kept or key in values:
@@ -423,16 +454,12 @@ class EntityFinder:
                 best = in_doc[0] if in_doc else self.gaz.best_state(value)
                 value = f"{value}, {best}" if best else value
             values[key] = value
-        _set_ents(doc, spans)
-        data[_VALUES] = values
-        # The same, ready to report: (label, start, end, value) in text order.
-        entry_of = {id(entry[0]): entry for entry in kept_entries}
-        rows = []
-        for span in spans:
-            _, label, start, end, _ = entry_of[id(span)]
-            rows.append((label, start, end, values.get((start, end))))
-        data[ENTITY_ROWS_KEY] = rows
-        return doc
+        return [(t_start, t_end, label, start, end, values.get((start, end)))
+                for t_start, t_end, label, start, end, _ in kept_entries]
+
+    @staticmethod
+    def _rows(entries: list[_Entry]) -> list[Row]:
+        return [(label, start, end, value) for _, _, label, start, end, value in entries]
 
     # The component is rebuilt from the shipped word lists: nothing to save or load.
     def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:

@@ -10,8 +10,11 @@ heads (see :mod:`nlp.pipeline`) go to ``doc._.topic_lead``, in the order of ``TO
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+import numpy
+from numpy.typing import NDArray
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -78,19 +81,36 @@ class TopicPrior:
             hits[index_of[match[0]]] += 1
         return hits
 
+    def blend(self, docs: Sequence[Doc], texts: Sequence[str], topics: NDArray[Any],
+              ) -> tuple[NDArray[Any], list[int]]:
+        """The final topic scores of a batch: its classifier scores (one row per doc, one column
+        per topic in the order of ``TOPICS``) blended with its cue hits; and each doc's number of
+        cues. A text without words has no topic: spaCy's textcat scores zero only a batch of
+        empty docs, and "" among other texts, or blanks (a whitespace token), would get its
+        bias."""
+        hits = numpy.array([self._hits(doc) for doc in docs], dtype="f8").reshape(
+            len(docs), len(TOPICS))
+        learned = numpy.asarray(topics, dtype="f8")
+        blank = [i for i, text in enumerate(texts) if not text.strip()]
+        if blank:
+            learned = learned.copy()
+            learned[blank] = 0.0
+        w = self.weight
+        # The operations of ``keep * learned + w * n / (n + sat)`` one by one, as Python would
+        # do them on floats: the batch gives the same scores as one doc at a time.
+        scores = (1.0 - w) * learned + w * hits / (hits + self.saturation)
+        return scores, hits.sum(axis=1).astype(int).tolist()
+
     def __call__(self, doc: Doc) -> Doc:
-        hits = self._hits(doc)
         data = data_of(doc)
-        data[CUES_KEY] = sum(hits)
-        # A text without words has no topic. spaCy's textcat scores zero only a batch of empty
-        # docs: "" among other texts, or blanks (a whitespace token), would get its bias.
-        cats = doc.cats if text_of(doc).strip() else {}
-        if LEAD_LABELS[0] in cats:
+        text = text_of(doc)
+        cats = doc.cats
+        learned = numpy.array([[float(cats.get(t, 0.0)) for t in TOPICS]])
+        scores, cues = self.blend([doc], [text], learned)
+        data[CUES_KEY] = cues[0]
+        if LEAD_LABELS[0] in cats and text.strip():
             data[LEAD_KEY] = [float(cats[label]) for label in LEAD_LABELS]
-        w, sat = self.weight, self.saturation
-        keep = 1.0 - w
-        doc.cats = {t: keep * float(cats.get(t, 0.0)) + w * n / (n + sat)
-                    for t, n in zip(TOPICS, hits, strict=True)}
+        doc.cats = dict(zip(TOPICS, scores[0].tolist(), strict=True))
         return doc
 
     # Rebuilt from the shipped cue lists: nothing to save or load.

@@ -75,13 +75,15 @@ class UrgencyDetector:
         self.when_id = nlp.vocab.strings.add(_WHEN_ID)
 
     def __call__(self, doc: Doc) -> Doc:
+        data = data_of(doc)
+        data[URGENCY_KEY], data[REASONS_KEY] = self.measure(doc, text_of(doc))
+        return doc
+
+    def measure(self, doc: Doc, text: str) -> tuple[float, list[str]]:
+        """The urgency of ``doc`` (made from ``text``) and its reasons, strongest first."""
         matches = self.matcher(doc)
-        text = text_of(doc)
         if not matches and "/" not in text:  # most questions: nothing to weigh
-            data = data_of(doc)
-            data[URGENCY_KEY] = 0.0
-            data[REASONS_KEY] = []
-            return doc
+            return 0.0, []
         best: dict[str, tuple[float, str]] = {}
         taken: set[int] = set()
         windows: list[tuple[int, int]] = []
@@ -105,9 +107,7 @@ class UrgencyDetector:
                 best[phrase.lower()] = (_DEADLINE_WEIGHT, f"deadline: {phrase}")
         ranked = sorted(best.values(), key=lambda wr: (-wr[0], wr[1]))
         # Several cues of one event ("flood", "flooding") should not stack up to 1.0 at once.
-        data_of(doc)[URGENCY_KEY] = min(1.0, combine(w for w, _ in ranked[:3]))
-        data_of(doc)[REASONS_KEY] = [reason for _, reason in ranked]
-        return doc
+        return min(1.0, combine(w for w, _ in ranked[:3])), [reason for _, reason in ranked]
 
     def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:
         return None

@@ -16,7 +16,7 @@ from spacy.language import Language
 from spacy.ml.extract_ngrams import extract_ngrams
 
 from nlp import entities
-from nlp.classifier import SpacyClassifier
+from nlp.classifier import SpacyClassifier, select_topics
 from nlp.data import read_jsonl
 from nlp.pipeline import extract_unigrams
 from tests.nlp.test_classifier import SANITY
@@ -50,6 +50,8 @@ def test_make_doc_splits_like_a_fresh_tokenizer(classifier: SpacyClassifier) -> 
 
 
 def test_classify_many_is_classify_and_the_plain_pipeline(classifier: SpacyClassifier) -> None:
+    """The batch reads what each component finds without writing it on the doc: the same
+    topics, scores, entities and urgency as the whole pipeline run doc by doc."""
     # Not "": spaCy's classifier scores a batch of nothing but empty docs as all zeros, and an
     # empty doc among others by the model's biases alone.
     texts = [t for t in TRICKY if t] + [q.text for q in read_jsonl(SANITY)]
@@ -57,8 +59,13 @@ def test_classify_many_is_classify_and_the_plain_pipeline(classifier: SpacyClass
     assert many == [classifier.classify(t) for t in texts]
     for text, result in zip(texts, many, strict=True):
         doc = classifier.nlp(text)
+        assert doc.cats == result.scores
+        if not result.needs_triage:
+            assert [t.topic for t in result.topics] == select_topics(
+                doc.cats, classifier.config, doc._.topic_lead)
         assert [(e.label_, e.start_char, e.end_char) for e in doc.ents] == [
             (e.label, e.start, e.end) for e in result.entities]
+        assert doc._.entity_values == {(e.start, e.end): e.value for e in result.entities}
         assert doc._.urgency == result.urgency
         assert doc._.urgency_reasons == result.urgency_reasons
         assert all(t.ent_iob_ in ("B", "I", "O") for t in doc)
