@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy
 from numpy.typing import NDArray
 from spacy.language import Language
-from spacy.tokens import Doc
 
 from desk.ports import TOPICS, Classification, Entity, TopicScore
+from nlp.batch import JoinedDoc, join
 from nlp.entities import ENTITY_COMPONENT, EntityFinder
-from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig
+from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, predict_from_norms
 from nlp.topic_prior import PRIOR_COMPONENT, TopicPrior
 from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
@@ -121,60 +121,64 @@ class SpacyClassifier:
             if was_enabled:
                 gc.enable()
 
-    def _topics(self, texts: Sequence[str],
-                ) -> tuple[list[Doc], NDArray[Any], NDArray[Any], list[int]]:
-        """The docs of a batch, their final topic scores and lead heads' scores (a row per doc,
-        a column per topic in the order of ``TOPICS``) and their numbers of topic cues."""
-        make_doc = self.nlp.make_doc
-        docs = [make_doc(text) for text in texts]
-        learned = numpy.asarray(self._textcat.model.predict(docs)) if docs else numpy.zeros(
-            (0, len(self._topic_columns) + len(self._lead_columns)), dtype="f")
-        scores, cues = self._prior.blend(docs, texts, learned[:, self._topic_columns])
-        return docs, scores, learned[:, self._lead_columns], cues
+    def _topics(self, joined: JoinedDoc) -> tuple[NDArray[Any], list[list[float] | None],
+                                                  list[int]]:
+        """The final topic scores of each text of ``joined`` (a row per text, a column per
+        topic in the order of ``TOPICS``), its lead heads' scores (None for a text without
+        words) and its number of topic cues."""
+        texts = joined.texts
+        learned = numpy.asarray(predict_from_norms(self._textcat.model, joined.norm_arrays()))
+        scores, cues = self._prior.blend(self._prior.hits_joined(joined), texts,
+                                         learned[:, self._topic_columns])
+        leads = [lead if text.strip() else None
+                 for text, lead in zip(texts, learned[:, self._lead_columns].tolist(),
+                                       strict=True)]
+        return scores, leads, cues
 
     def _classify_batch(self, texts: Sequence[str]) -> list[Classification]:
-        docs, scores, leads, cues = self._topics(texts)
-        find_entities = self._entities.find
-        measure_urgency = self._urgency.measure
         out = []
-        for doc, text, row, lead, n_cues in zip(docs, texts, scores.tolist(), leads.tolist(),
-                                                 cues, strict=True):
-            topic_scores = dict(zip(TOPICS, row, strict=True))
-            ranked, chosen = _choose(topic_scores, self.config, lead if text.strip() else None)
-            triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
-            if triage:  # nothing stands out: offer the reviewer the three best guesses
-                chosen = ranked[:3]
-            entities = [Entity(label, text[start:end], start, end, value)
-                        for label, start, end, value in find_entities(doc, text)]
-            urgency, reasons = measure_urgency(doc, text)
-            out.append(Classification(
-                topics=[TopicScore(t, topic_scores[t]) for t in chosen],
-                scores=topic_scores,
-                entities=entities,
-                urgency=urgency,
-                urgency_reasons=reasons,
-                needs_triage=triage,
-            ))
+        for joined in join(self.nlp, texts):
+            scores, leads, cues = self._topics(joined)
+            for text, row, lead, n_cues, found, (urgency, reasons) in zip(
+                    joined.texts, scores.tolist(), leads, cues,
+                    self._entities.find_joined(joined), self._urgency.measure_joined(joined),
+                    strict=True):
+                topic_scores = dict(zip(TOPICS, row, strict=True))
+                ranked, chosen = _choose(topic_scores, self.config, lead)
+                triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
+                if triage:  # nothing stands out: offer the reviewer the three best guesses
+                    chosen = ranked[:3]
+                out.append(Classification(
+                    topics=[TopicScore(t, topic_scores[t]) for t in chosen],
+                    scores=topic_scores,
+                    entities=[Entity(label, text[start:end], start, end, value)
+                              for label, start, end, value in found],
+                    urgency=urgency,
+                    urgency_reasons=reasons,
+                    needs_triage=triage,
+                ))
         return out
+
+    def _topic_rows(self, texts: Sequence[str],
+                    ) -> Iterator[tuple[dict[str, float], list[float] | None]]:
+        for joined in join(self.nlp, texts):
+            scores, leads, _cues = self._topics(joined)
+            for row, lead in zip(scores.tolist(), leads, strict=True):
+                yield dict(zip(TOPICS, row, strict=True)), lead
 
     def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Topic scores only (entities and urgency skipped)."""
-        return [dict(zip(TOPICS, row, strict=True))
-                for start in range(0, len(texts), _BATCH)
-                for row in self._topics(texts[start:start + _BATCH])[1].tolist()]
+        return [scores for scores, _lead in self._batched(texts)]
 
     def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
         """The topics :func:`select_topics` chooses and orders for each text (entities and
         urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        out: list[list[str]] = []
+        return [select_topics(scores, self.config, lead) for scores, lead in self._batched(texts)]
+
+    def _batched(self, texts: Sequence[str],
+                 ) -> Iterator[tuple[dict[str, float], list[float] | None]]:
         for start in range(0, len(texts), _BATCH):
-            batch = texts[start:start + _BATCH]
-            _docs, scores, leads, _cues = self._topics(batch)
-            out.extend(select_topics(dict(zip(TOPICS, row, strict=True)), self.config,
-                                     lead if text.strip() else None)
-                       for text, row, lead in zip(batch, scores.tolist(), leads.tolist(),
-                                                  strict=True))
-        return out
+            yield from self._topic_rows(texts[start:start + _BATCH])
 
     def needs_triage(self, top: float, cues: int) -> bool:
         limit = self.config.triage_below if cues else self.config.triage_below_without_cues

@@ -13,7 +13,7 @@ a place name ("Springfield, OR", "Eugene OR"); lower-case words never count as c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
@@ -24,6 +24,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 from thinc.types import Ints2d
 
+from nlp.batch import JoinedDoc, Match
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
@@ -334,7 +335,7 @@ class EntityFinder:
 
     def __call__(self, doc: Doc) -> Doc:
         text = text_of(doc)
-        entries = self._find(doc, text)
+        entries = self._find(doc, text, self.matcher(doc), 0)
         label_ids = self.label_ids
         _set_ents(doc, ((e[0], e[1], label_ids[e[2]]) for e in entries))
         rows = self._rows(entries)
@@ -343,31 +344,36 @@ class EntityFinder:
         data[ENTITY_ROWS_KEY] = rows
         return doc
 
-    def find(self, doc: Doc, text: str) -> list[Row]:
-        """The entities of ``doc`` (made from ``text``), in text order, none overlapping, without
+    def find_joined(self, joined: JoinedDoc) -> list[list[Row]]:
+        """The entities of each text of ``joined``, in text order, none overlapping, without
         writing them on the doc."""
-        return self._rows(self._find(doc, text))
+        doc = joined.doc
+        return [self._rows(self._find(doc, text, matches, offset)) for text, matches, offset in zip(
+            joined.texts, joined.split(self.matcher(doc)), joined.offsets, strict=True)]
 
-    def _find(self, doc: Doc, text: str) -> list[_Entry]:
+    def _find(self, doc: Doc, text: str, matches: Sequence[Match], offset: int) -> list[_Entry]:
+        """The entities of ``text``, which starts at character ``offset`` of ``doc``, from the
+        matches of its tokens; offsets in the entries are the text's."""
         # In the order found: the order decides between entities of the same extent.
         found: list[_Entry] = []
 
         def add(start: int, end: int, label: str, value: str | None) -> None:
-            span = doc.char_span(start, end, alignment_mode="expand")
+            span = doc.char_span(start + offset, end + offset, alignment_mode="expand")
             if span is not None:
-                found.append((span.start, span.end, label, span.start_char, span.end_char, value))
+                found.append((span.start, span.end, label, span.start_char - offset,
+                              span.end_char - offset, value))
 
         when: list[int] = []
         states: list[tuple[int, int]] = []
         keys = self.keys
-        for match_id, start, end in self.matcher(doc):
+        for match_id, start, end in matches:
             kind, value = keys[match_id]
             first = doc[start]
             if kind == "WHEN":
-                when.append(first.idx)
+                when.append(first.idx - offset)
                 continue
             last = first if end - start == 1 else doc[end - 1]
-            start_char, end_char = first.idx, last.idx + len(last)
+            start_char, end_char = first.idx - offset, last.idx + len(last) - offset
             if kind == "CODE":
                 states.append((start_char, end_char))
                 if value in _SAFE_CODES:

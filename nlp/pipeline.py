@@ -50,7 +50,9 @@ __all__ = [
     "City311English",
     "load_pipeline",
     "make_pipeline",
+    "predict_from_norms",
     "stem",
+    "unigram_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,14 +149,18 @@ registry.languages.register(LANG, func=City311English)
 
 def _unigram_forward(model: Model[Any, Any], docs: list[Doc], is_train: bool,
                      ) -> tuple[tuple[Any, Any, Any], Any]:
-    """spaCy's ``extract_ngrams(1, NORM)``: each doc's distinct NORMs (sorted) and their counts.
-    Each doc's NORMs are sorted in place (a doc is short: that is cheaper than one sort of the
-    batch by doc and key), then the whole batch is counted at once instead of a
-    ``numpy.unique`` per doc."""
-    arrays = [doc.to_array(NORM) for doc in docs]
+    """spaCy's ``extract_ngrams(1, NORM)``: each doc's distinct NORMs (sorted) and their counts."""
+    return unigram_features([doc.to_array(NORM) for doc in docs]), _no_grad
+
+
+def unigram_features(arrays: list[Any]) -> tuple[Any, Any, Any]:
+    """The classifier's input for texts with these NORM arrays (each sorted in place): the
+    distinct keys of each text, their counts, and how many each text has. Each array is sorted
+    on its own (a text is short: that is cheaper than one sort of the batch by text and key),
+    then the whole batch is counted at once instead of a ``numpy.unique`` per text."""
     if not arrays:
         empty = numpy.zeros((0,), dtype="uint64")
-        return (empty, numpy.zeros((0,), dtype="f"), numpy.zeros((0,), dtype="int32")), _no_grad
+        return empty, numpy.zeros((0,), dtype="f"), numpy.zeros((0,), dtype="int32")
     for array in arrays:
         array.sort()
     ends = numpy.cumsum(numpy.fromiter(map(len, arrays), dtype="int64", count=len(arrays)))
@@ -166,7 +172,15 @@ def _unigram_forward(model: Model[Any, Any], docs: list[Doc], is_train: bool,
     counts = numpy.diff(numpy.append(starts, keys.shape[0]))
     distinct = numpy.concatenate(([0], numpy.cumsum(first)))  # distinct keys before each index
     lengths = (distinct[ends] - distinct[numpy.append(0, ends[:-1])]).astype("int32")
-    return (keys[starts], counts.astype("f"), lengths), _no_grad
+    return keys[starts], counts.astype("f"), lengths
+
+
+def predict_from_norms(model: Model[Any, Any], arrays: list[Any]) -> Any:
+    """What the classifier (:func:`build_bow_classifier`) predicts for texts with these NORM
+    arrays (sorted in place): the model after its feature extraction."""
+    linear = model.get_ref("output_layer")
+    logistic = next(node for node in model.walk() if node.name == "logistic")
+    return logistic.predict(linear.predict(unigram_features(arrays)))
 
 
 def _no_grad(dY: Any) -> list[Any]:

@@ -20,6 +20,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS
+from nlp.batch import JoinedDoc
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
@@ -81,15 +82,25 @@ class TopicPrior:
             hits[index_of[match[0]]] += 1
         return hits
 
-    def blend(self, docs: Sequence[Doc], texts: Sequence[str], topics: NDArray[Any],
+    def hits_joined(self, joined: JoinedDoc) -> list[list[int]]:
+        """Cue hits per topic of each text of ``joined``."""
+        out = [[0] * len(TOPICS) for _ in joined.texts]
+        index_of = self.index_of
+        doc = joined.doc
+        for hits, matches in zip(out, joined.split(self.stems(doc) + self.exact(doc)),
+                                 strict=True):
+            for match in matches:
+                hits[index_of[match[0]]] += 1
+        return out
+
+    def blend(self, hits: Sequence[Sequence[int]], texts: Sequence[str], topics: NDArray[Any],
               ) -> tuple[NDArray[Any], list[int]]:
-        """The final topic scores of a batch: its classifier scores (one row per doc, one column
-        per topic in the order of ``TOPICS``) blended with its cue hits; and each doc's number of
-        cues. A text without words has no topic: spaCy's textcat scores zero only a batch of
-        empty docs, and "" among other texts, or blanks (a whitespace token), would get its
-        bias."""
-        hits = numpy.array([self._hits(doc) for doc in docs], dtype="f8").reshape(
-            len(docs), len(TOPICS))
+        """The final topic scores of a batch: its classifier scores (one row per text, one
+        column per topic in the order of ``TOPICS``) blended with its cue hits; and each text's
+        number of cues. A text without words has no topic: spaCy's textcat scores zero only a
+        batch of empty docs, and "" among other texts, or blanks (a whitespace token), would get
+        its bias."""
+        found = numpy.array(hits, dtype="f8").reshape(len(texts), len(TOPICS))
         learned = numpy.asarray(topics, dtype="f8")
         blank = [i for i, text in enumerate(texts) if not text.strip()]
         if blank:
@@ -98,15 +109,15 @@ class TopicPrior:
         w = self.weight
         # The operations of ``keep * learned + w * n / (n + sat)`` one by one, as Python would
         # do them on floats: the batch gives the same scores as one doc at a time.
-        scores = (1.0 - w) * learned + w * hits / (hits + self.saturation)
-        return scores, hits.sum(axis=1).astype(int).tolist()
+        scores = (1.0 - w) * learned + w * found / (found + self.saturation)
+        return scores, found.sum(axis=1).astype(int).tolist()
 
     def __call__(self, doc: Doc) -> Doc:
         data = data_of(doc)
         text = text_of(doc)
         cats = doc.cats
         learned = numpy.array([[float(cats.get(t, 0.0)) for t in TOPICS]])
-        scores, cues = self.blend([doc], [text], learned)
+        scores, cues = self.blend([self._hits(doc)], [text], learned)
         data[CUES_KEY] = cues[0]
         if LEAD_LABELS[0] in cats and text.strip():
             data[LEAD_KEY] = [float(cats[label]) for label in LEAD_LABELS]

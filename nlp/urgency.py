@@ -8,12 +8,13 @@ probabilities: ``1 - prod(1 - w)``, so two weak signals outrank one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
+from nlp.batch import JoinedDoc, Match
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
 
@@ -76,12 +77,20 @@ class UrgencyDetector:
 
     def __call__(self, doc: Doc) -> Doc:
         data = data_of(doc)
-        data[URGENCY_KEY], data[REASONS_KEY] = self.measure(doc, text_of(doc))
+        data[URGENCY_KEY], data[REASONS_KEY] = self._measure(doc, text_of(doc), self.matcher(doc),
+                                                             0)
         return doc
 
-    def measure(self, doc: Doc, text: str) -> tuple[float, list[str]]:
-        """The urgency of ``doc`` (made from ``text``) and its reasons, strongest first."""
-        matches = self.matcher(doc)
+    def measure_joined(self, joined: JoinedDoc) -> list[tuple[float, list[str]]]:
+        """The urgency of each text of ``joined`` and its reasons, strongest first."""
+        doc = joined.doc
+        return [self._measure(doc, text, matches, offset) for text, matches, offset in zip(
+            joined.texts, joined.split(self.matcher(doc)), joined.offsets, strict=True)]
+
+    def _measure(self, doc: Doc, text: str, matches: Sequence[Match], offset: int,
+                 ) -> tuple[float, list[str]]:
+        """The urgency of ``text``, which starts at character ``offset`` of ``doc``, from the
+        matches of its tokens."""
         if not matches and "/" not in text:  # most questions: nothing to weigh
             return 0.0, []
         best: dict[str, tuple[float, str]] = {}
@@ -91,7 +100,8 @@ class UrgencyDetector:
         for match_id, start, end in sorted(matches, key=lambda m: m[1] - m[2]):
             if match_id == self.when_id:
                 span = doc[start:end]
-                windows.append((max(0, span.start_char - 70), span.end_char + 6))
+                start_char, end_char = span.start_char - offset, span.end_char - offset
+                windows.append((max(0, start_char - 70), end_char + 6))
                 continue
             if taken.intersection(range(start, end)):
                 continue

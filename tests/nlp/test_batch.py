@@ -1,0 +1,71 @@
+"""A batch tokenized as one Doc gives each text what it gets alone: its tokens, the classifier's
+scores, and no match across two texts."""
+
+from __future__ import annotations
+
+import numpy
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from nlp.batch import join
+from nlp.classifier import SpacyClassifier
+from nlp.data import read_jsonl
+from nlp.pipeline import predict_from_norms
+from tests.nlp.test_classifier import SANITY
+from tests.nlp.test_fast_paths import TRICKY
+
+_PIECES = ("We're", "can't", "U.S.", "a.m.", "Mr.", "e.g.", ":)", "$2.5M", "(pop.", "60k)",
+           "Springfield,", "OR", "water", "main", "break", "HOME", "funds", "Tuesday.", "--",
+           "’s", "'", '"', " ", "  ", "\n", "\t", "\n\n", "x", "…", "🙂")
+
+
+def _texts() -> st.SearchStrategy[list[str]]:
+    text = st.lists(st.sampled_from(_PIECES), max_size=10).map(" ".join)
+    return st.lists(text, min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=_texts())
+@example(texts=["I'm here", " lead", "trail ", "", "water", "main break", "   "])
+def test_each_text_gets_the_tokens_it_gets_alone(classifier: SpacyClassifier,
+                                                 texts: list[str]) -> None:
+    nlp = classifier.nlp
+    seen: list[str] = []
+    for joined in join(nlp, texts):
+        doc = joined.doc
+        for i, text in enumerate(joined.texts):
+            alone = nlp.make_doc(text)
+            tokens = doc[joined.bounds[i]:joined.bounds[i + 1]]
+            offset = joined.offsets[i]
+            assert [(t.text, t.idx - offset) for t in tokens] == [(t.text, t.idx) for t in alone]
+            assert joined.norm_arrays()[i].tolist() == [t.norm for t in alone]
+            seen.append(text)
+    assert seen == texts
+
+
+def test_a_batch_is_one_doc_and_a_text_with_outer_whitespace_is_alone(
+        classifier: SpacyClassifier) -> None:
+    texts = ["one", "two", " three", "four", "five\n", "", "six", "seven"]
+    assert [list(j.texts) for j in join(classifier.nlp, texts)] == [
+        ["one", "two"], [" three"], ["four"], ["five\n"], [""], ["six", "seven"]]
+
+
+def test_the_classifier_scores_a_batch_as_each_doc(classifier: SpacyClassifier) -> None:
+    texts = [q.text for q in read_jsonl(SANITY)] + [t for t in TRICKY if t.strip()]
+    model = classifier._textcat.model
+    joined = join(classifier.nlp, texts)
+    batched = numpy.concatenate([predict_from_norms(model, j.norm_arrays()) for j in joined])
+    alone = model.predict([classifier.nlp.make_doc(t) for t in texts])
+    assert batched.tolist() == numpy.asarray(alone).tolist()
+
+
+def test_no_cue_or_entity_spans_two_texts(classifier: SpacyClassifier) -> None:
+    # Together they would read "water main break" and "Community Development Block Grant".
+    texts = ["Our budget needs work on the water", "main break reserve.", "Community Development",
+             "Block Grant rules?"]
+    batch = classifier.classify_many(texts)
+    assert batch == [classifier.classify(t) for t in texts]
+    assert batch[0].urgency_reasons == []
+    assert batch[1].urgency_reasons == ["emergency: main break"]
+    assert batch[2].entities == batch[3].entities == []
+    assert classifier.classify(" ".join(texts[2:])).entities[0].value == "CDBG"
