@@ -30,6 +30,7 @@ Match = tuple[int, int, int]  # a matcher's (match id, first token, end token)
 @dataclass(frozen=True)
 class JoinedDoc:
     doc: Doc
+    text: str  # the texts, joined
     texts: Sequence[str]
     offsets: list[int]  # where each text starts in the doc's text
     bounds: list[int]  # each text's first token, then the doc's length
@@ -46,6 +47,20 @@ class JoinedDoc:
             i = bisect_right(bounds, match[1]) - 1
             if match[2] <= bounds[i + 1]:
                 out[i].append(match)
+        return out
+
+    def texts_containing(self, needle: str) -> list[int]:
+        """The texts in which ``needle`` occurs, by index (and now and then the one before it,
+        when ``needle`` starts at the end of that text and goes on into the next)."""
+        out: list[int] = []
+        text, offsets = self.text, self.offsets
+        at = text.find(needle)
+        while at >= 0:
+            i = bisect_right(offsets, at) - 1
+            out.append(i)
+            if i + 1 == len(offsets):
+                break
+            at = text.find(needle, offsets[i + 1])  # one occurrence in a text is enough
         return out
 
     def norm_arrays(self) -> list[NDArray[numpy.uint64]]:
@@ -86,9 +101,10 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
     for text in texts:
         offsets.append(at)
         at += len(text) + 1
-    doc = nlp.make_doc(texts[0] if len(texts) == 1 else " ".join(texts))
+    text = texts[0] if len(texts) == 1 else " ".join(texts)
+    doc = nlp.make_doc(text)
     columns: Any = doc.to_array([IDX, NORM]).reshape(len(doc), 2)
     # Each text's first token starts where the text starts (no text starts with whitespace).
     starts = numpy.searchsorted(columns[:, 0], offsets[1:]).tolist() if len(texts) > 1 else []
     norms = numpy.ascontiguousarray(columns[:, 1])
-    return JoinedDoc(doc, texts, offsets, [0, *starts, len(doc)], norms)
+    return JoinedDoc(doc, text, texts, offsets, [0, *starts, len(doc)], norms)
