@@ -106,6 +106,7 @@ _HINTS: tuple[tuple[str, ...], ...] = (
     ("19", "20", "/"),  # years and d/d dates (what _NUMBER_DATE_HINT_RE needs, found faster)
 )
 _CITY_OF, _PROGRAM_WORD, _MONEY, _FISCAL, _NUMBER_DATE = range(len(_HINTS))
+_PLACED_CACHE_SIZE = 10_000
 
 # "City of", "Town of"... before a place name.
 _CITY_OF_WORDS = ("City", "Town", "Village", "Borough", "Township", "city", "town", "village")
@@ -288,6 +289,7 @@ class EntityFinder:
     def __init__(self, nlp: Language, name: str = ENTITY_COMPONENT) -> None:
         self.name = name
         self.gaz: Gazetteer = load_gazetteer()
+        self._placed_cache: dict[tuple[str, frozenset[str]], str] = {}
         self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
         self.keys: dict[int, tuple[str, str | None]] = {}
         self.label_ids = {label: nlp.vocab.strings.add(label) for label in _LABELS}
@@ -473,15 +475,26 @@ class EntityFinder:
             if (start, end, label) not in kept or key in values:
                 continue
             if label == "CITY" and value is not None and "," not in value:
-                by_state = self.gaz.places.get(value, {})
-                # A state named in the text wins unless its namesake is a hamlet.
-                top = max(by_state.values(), default=0)
-                in_doc = sorted(c for c in codes if by_state.get(c, 0) * 20 >= top)
-                best = in_doc[0] if in_doc else self.gaz.best_state(value)
-                value = f"{value}, {best}" if best else value
+                value = self._placed(value, frozenset(codes))
             values[key] = value
         return [(t_start, t_end, label, start, end, values.get((start, end)))
                 for t_start, t_end, label, start, end, _ in kept_entries]
+
+    def _placed(self, place: str, codes: frozenset[str]) -> str:
+        """``"Place, ST"``: the state the text names (``codes``) unless its namesake there is a
+        hamlet, else the state of the biggest place of that name. Kept, as a common name has
+        dozens of states to weigh."""
+        key = (place, codes)
+        value = self._placed_cache.get(key)
+        if value is None:
+            by_state = self.gaz.places.get(place, {})
+            top = max(by_state.values(), default=0)
+            in_doc = sorted(c for c in codes if by_state.get(c, 0) * 20 >= top)
+            best = in_doc[0] if in_doc else self.gaz.best_state(place)
+            value = f"{place}, {best}" if best else place
+            if len(self._placed_cache) < _PLACED_CACHE_SIZE:
+                self._placed_cache[key] = value
+        return value
 
     @staticmethod
     def _rows(entries: list[_Entry]) -> list[Row]:
