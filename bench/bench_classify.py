@@ -1,4 +1,4 @@
-"""Throughput and accuracy of the question classifier, beside its ceiling and a peer.
+"""Throughput and accuracy of the question classifier, beside the spaCy tokenizer and a peer.
 
 Prints one JSON object: questions/second for our pipeline (topics + entities + urgency, and
 topics alone, which is what the peer does) against the spaCy tokenizer alone on the same texts (a

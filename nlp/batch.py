@@ -2,11 +2,13 @@
 
 Making a Doc costs more than tokenizing a short question (spaCy builds span groups, a tensor and
 several dictionaries for each), and every matcher call and attribute array has a cost of its own.
-A batch of texts is therefore tokenized as one Doc, joined by single spaces: the tokenizer splits
-on whitespace first and tokenizes each piece alone, and a single space becomes the trailing
-whitespace of the token before it, so each text gets exactly the tokens it gets alone (tested).
-A text that starts or ends with whitespace, or is empty, would share a whitespace token with its
-neighbour: it gets a Doc of its own.
+A batch of texts is therefore tokenized as one Doc, each text followed by a separator token:
+``" \\x00 "``. The tokenizer splits on whitespace first and tokenizes each piece alone, so each text
+gets the tokens it gets alone (tested); the separator, a token of its own that no pattern holds,
+keeps spaCy's special-case matcher (which looks across whitespace: ``'`` then ``'`` reads as
+``''``) and our own matchers from reading two texts as one. A text that starts or ends with
+whitespace, or is empty, would share a whitespace token with its neighbour: it gets a Doc of its
+own.
 """
 
 from __future__ import annotations
@@ -22,55 +24,62 @@ from spacy.attrs import IDX, NORM
 from spacy.language import Language
 from spacy.tokens import Doc
 
-__all__ = ["JoinedDoc", "Match", "join"]
+__all__ = ["SEPARATOR", "JoinedDoc", "Match", "join"]
 
 Match = tuple[int, int, int]  # a matcher's (match id, first token, end token)
+SEPARATOR = " \x00 "
 
 
 @dataclass(frozen=True)
 class JoinedDoc:
     doc: Doc
-    text: str  # the texts, joined
+    text: str  # the texts, each followed by SEPARATOR but the last
     texts: Sequence[str]
-    offsets: list[int]  # where each text starts in the doc's text
-    bounds: list[int]  # each text's first token, then the doc's length
+    offsets: list[int]  # where each text starts in ``text``
+    starts: list[int]  # each text's first token
+    ends: list[int]  # each text's end token (its separator's)
     norms: NDArray[numpy.uint64]  # every token's NORM
 
     def split(self, matches: Sequence[Match]) -> list[list[Match]]:
-        """The matches over the doc, each given to its text; a match across two texts is none."""
+        """The matches over the doc, each given to its text; one on a separator is none."""
         out: list[list[Match]] = [[] for _ in self.texts]
-        bounds = self.bounds
+        starts, ends = self.starts, self.ends
         if len(out) == 1:
             out[0].extend(matches)
             return out
         for match in matches:
-            i = bisect_right(bounds, match[1]) - 1
-            if match[2] <= bounds[i + 1]:
+            i = bisect_right(starts, match[1]) - 1
+            if match[2] <= ends[i]:
                 out[i].append(match)
         return out
 
     def texts_containing(self, needle: str) -> list[int]:
-        """The texts in which ``needle`` occurs, by index (and now and then the one before it,
-        when ``needle`` starts at the end of that text and goes on into the next)."""
+        """The indices of the texts in which ``needle`` occurs: ``needle in texts[i]``, found
+        with one scan of the joined text."""
         out: list[int] = []
-        text, offsets = self.text, self.offsets
+        text, texts, offsets = self.text, self.texts, self.offsets
+        last = len(offsets) - 1
         at = text.find(needle)
         while at >= 0:
             i = bisect_right(offsets, at) - 1
-            out.append(i)
-            if i + 1 == len(offsets):
+            if at + len(needle) <= offsets[i] + len(texts[i]):
+                out.append(i)
+            if i == last:
                 break
-            at = text.find(needle, offsets[i + 1])  # one occurrence in a text is enough
+            # One occurrence in a text is enough, and one running on past its end (through the
+            # separator) is none.
+            at = text.find(needle, offsets[i + 1])
         return out
 
     def norm_arrays(self) -> list[NDArray[numpy.uint64]]:
-        """Each text's NORMs (a fresh array each)."""
+        """Each text's NORMs, as slices of a fresh copy."""
         norms = self.norms.copy()
-        bounds = self.bounds
-        return [norms[bounds[i]:bounds[i + 1]] for i in range(len(self.texts))]
+        return [norms[start:end] for start, end in zip(self.starts, self.ends, strict=True)]
 
 
 def _alone(text: str) -> bool:
+    if not isinstance(text, str):
+        raise TypeError(f"a text to classify must be a str, not {type(text).__name__}")
     return not text or text[0].isspace() or text[-1].isspace()
 
 
@@ -81,15 +90,16 @@ def join(nlp: Language, texts: Sequence[str]) -> list[JoinedDoc]:
     size = 0
     limit = nlp.max_length
     for text in texts:
-        if _alone(text) or size + len(text) + 1 > limit:
+        alone = _alone(text)
+        if alone or size + len(text) + len(SEPARATOR) > limit:
             if group:
                 out.append(_joined(nlp, group))
                 group, size = [], 0
-            if _alone(text):
+            if alone:
                 out.append(_joined(nlp, [text]))
                 continue
         group.append(text)
-        size += len(text) + 1
+        size += len(text) + len(SEPARATOR)
     if group:
         out.append(_joined(nlp, group))
     return out
@@ -100,11 +110,18 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
     at = 0
     for text in texts:
         offsets.append(at)
-        at += len(text) + 1
-    text = texts[0] if len(texts) == 1 else " ".join(texts)
+        at += len(text) + len(SEPARATOR)
+    text = texts[0] if len(texts) == 1 else SEPARATOR.join(texts)
     doc = nlp.make_doc(text)
     columns: Any = doc.to_array([IDX, NORM]).reshape(len(doc), 2)
-    # Each text's first token starts where the text starts (no text starts with whitespace).
-    starts = numpy.searchsorted(columns[:, 0], offsets[1:]).tolist() if len(texts) > 1 else []
+    if len(texts) == 1:
+        starts, ends = [0], [len(doc)]
+    else:
+        # A text's first token starts where the text does (no text starts with whitespace); its
+        # separator's token is the first to start after it.
+        idx = columns[:, 0]
+        starts = numpy.searchsorted(idx, offsets).tolist()
+        ends = numpy.searchsorted(idx, [o + len(t) for o, t in zip(offsets, texts, strict=True)],
+                                  ).tolist()
     norms = numpy.ascontiguousarray(columns[:, 1])
-    return JoinedDoc(doc, text, texts, offsets, [0, *starts, len(doc)], norms)
+    return JoinedDoc(doc, text, texts, offsets, starts, ends, norms)

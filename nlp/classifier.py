@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import numpy
 from numpy.typing import NDArray
 from spacy.language import Language
 
 from desk.ports import TOPICS, Classification, Entity, TopicScore
 from nlp.batch import JoinedDoc, join
 from nlp.entities import ENTITY_COMPONENT, EntityFinder
-from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, predict_from_norms
+from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, TopicCategorizer, bow_predictor
 from nlp.topic_prior import PRIOR_COMPONENT, TopicPrior
 from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
@@ -92,9 +91,12 @@ class SpacyClassifier:
         self.nlp = nlp
         self.config = config
         self.meta = meta or {}
-        textcat: Any = nlp.get_pipe(TEXTCAT)
-        self._textcat = textcat
+        textcat = _component(nlp, TEXTCAT, TopicCategorizer)
+        self._predict = bow_predictor(textcat.model)
         labels = list(textcat.labels)
+        missing = [label for label in (*TOPICS, *LEAD_LABELS) if label not in labels]
+        if missing:
+            raise ValueError(f"the topic classifier has no label {missing[0]!r}: rebuild the model")
         self._topic_columns = [labels.index(t) for t in TOPICS]
         self._lead_columns = [labels.index(t) for t in LEAD_LABELS]
         self._prior = _component(nlp, PRIOR_COMPONENT, TopicPrior)
@@ -105,17 +107,33 @@ class SpacyClassifier:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: Sequence[str]) -> list[Classification]:
+        return self._each_joined(texts, self._classify_joined)
+
+    def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Topic scores only (entities and urgency skipped)."""
+        return [scores for scores, _lead in self._each_joined(texts, self._topic_scores)]
+
+    def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
+        """The topics :func:`select_topics` chooses and orders for each text (entities and
+        urgency skipped), for evaluation: what a case gets unless it goes to triage."""
+        return [select_topics(scores, self.config, lead)
+                for scores, lead in self._each_joined(texts, self._topic_scores)]
+
+    def _each_joined(self, texts: Sequence[str], step: Callable[[JoinedDoc], list[_T]],
+                     ) -> list[_T]:
+        """``step`` over the texts, a batch at a time, each batch joined into as few Docs as may
+        be (:mod:`nlp.batch`): a batch's Doc is still in the CPU cache for every step and is
+        freed as soon as its results are built."""
         # A batch allocates many small objects that all survive it: the cyclic collector would
         # scan them again and again for nothing (about a fifth of the time, and as much again
         # when the results are built).
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            out: list[Classification] = []
-            # Batch by batch through every step, so a batch's docs are still in the CPU cache
-            # for the next step and are freed as soon as their results are built.
+            out: list[_T] = []
             for start in range(0, len(texts), _BATCH):
-                out.extend(self._classify_batch(texts[start:start + _BATCH]))
+                for joined in join(self.nlp, texts[start:start + _BATCH]):
+                    out.extend(step(joined))
             return out
         finally:
             if was_enabled:
@@ -127,7 +145,7 @@ class SpacyClassifier:
         topic in the order of ``TOPICS``), its lead heads' scores (None for a text without
         words) and its number of topic cues."""
         texts = joined.texts
-        learned = numpy.asarray(predict_from_norms(self._textcat.model, joined.norm_arrays()))
+        learned = self._predict(joined.norm_arrays())
         scores, cues = self._prior.blend(self._prior.hits_joined(joined), texts,
                                          learned[:, self._topic_columns])
         leads = [lead if text.strip() else None
@@ -135,50 +153,33 @@ class SpacyClassifier:
                                        strict=True)]
         return scores, leads, cues
 
-    def _classify_batch(self, texts: Sequence[str]) -> list[Classification]:
+    def _topic_scores(self, joined: JoinedDoc,
+                      ) -> list[tuple[dict[str, float], list[float] | None]]:
+        scores, leads, _cues = self._topics(joined)
+        return [(dict(zip(TOPICS, row, strict=True)), lead)
+                for row, lead in zip(scores.tolist(), leads, strict=True)]
+
+    def _classify_joined(self, joined: JoinedDoc) -> list[Classification]:
+        scores, leads, cues = self._topics(joined)
         out = []
-        for joined in join(self.nlp, texts):
-            scores, leads, cues = self._topics(joined)
-            for text, row, lead, n_cues, found, (urgency, reasons) in zip(
-                    joined.texts, scores.tolist(), leads, cues,
-                    self._entities.find_joined(joined), self._urgency.measure_joined(joined),
-                    strict=True):
-                topic_scores = dict(zip(TOPICS, row, strict=True))
-                ranked, chosen = _choose(topic_scores, self.config, lead)
-                triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
-                if triage:  # nothing stands out: offer the reviewer the three best guesses
-                    chosen = ranked[:3]
-                out.append(Classification(
-                    topics=[TopicScore(t, topic_scores[t]) for t in chosen],
-                    scores=topic_scores,
-                    entities=[Entity(label, text[start:end], start, end, value)
-                              for label, start, end, value in found],
-                    urgency=urgency,
-                    urgency_reasons=reasons,
-                    needs_triage=triage,
-                ))
+        for text, row, lead, n_cues, found, (urgency, reasons) in zip(
+                joined.texts, scores.tolist(), leads, cues, self._entities.find_joined(joined),
+                self._urgency.measure_joined(joined), strict=True):
+            topic_scores = dict(zip(TOPICS, row, strict=True))
+            ranked, chosen = _choose(topic_scores, self.config, lead)
+            triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
+            if triage:  # nothing stands out: offer the reviewer the three best guesses
+                chosen = ranked[:3]
+            out.append(Classification(
+                topics=[TopicScore(t, topic_scores[t]) for t in chosen],
+                scores=topic_scores,
+                entities=[Entity(label, text[start:end], start, end, value)
+                          for label, start, end, value in found],
+                urgency=urgency,
+                urgency_reasons=reasons,
+                needs_triage=triage,
+            ))
         return out
-
-    def _topic_rows(self, texts: Sequence[str],
-                    ) -> Iterator[tuple[dict[str, float], list[float] | None]]:
-        for joined in join(self.nlp, texts):
-            scores, leads, _cues = self._topics(joined)
-            for row, lead in zip(scores.tolist(), leads, strict=True):
-                yield dict(zip(TOPICS, row, strict=True)), lead
-
-    def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Topic scores only (entities and urgency skipped)."""
-        return [scores for scores, _lead in self._batched(texts)]
-
-    def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
-        """The topics :func:`select_topics` chooses and orders for each text (entities and
-        urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        return [select_topics(scores, self.config, lead) for scores, lead in self._batched(texts)]
-
-    def _batched(self, texts: Sequence[str],
-                 ) -> Iterator[tuple[dict[str, float], list[float] | None]]:
-        for start in range(0, len(texts), _BATCH):
-            yield from self._topic_rows(texts[start:start + _BATCH])
 
     def needs_triage(self, top: float, cues: int) -> bool:
         limit = self.config.triage_below if cues else self.config.triage_below_without_cues

@@ -29,10 +29,9 @@ from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.gazetteer import Gazetteer, load_gazetteer
 from nlp.lexicon import AGENCIES, ORGS, PROGRAMS
 
-__all__ = ["ENTITY_COMPONENT", "ENTITY_ROWS_KEY", "EntityFinder", "parse_money"]
+__all__ = ["ENTITY_COMPONENT", "EntityFinder", "Row", "parse_money"]
 
 ENTITY_COMPONENT = "city311_entities"
-ENTITY_ROWS_KEY = "city311_entities"
 
 if not Doc.has_extension("entity_values"):
     Doc.set_extension("entity_values", default=None)
@@ -284,7 +283,8 @@ def _set_ents(doc: Doc, spans: Iterable[tuple[int, int, int]]) -> None:
 
 
 class EntityFinder:
-    """Finds entities and writes ``doc.ents`` and ``doc._.entity_values``."""
+    """Finds entities: as a pipeline component it writes ``doc.ents`` and
+    ``doc._.entity_values``; :meth:`find_joined` returns them for each text of a batch."""
 
     def __init__(self, nlp: Language, name: str = ENTITY_COMPONENT) -> None:
         self.name = name
@@ -351,10 +351,7 @@ class EntityFinder:
         entries = self._find(doc, text, self.matcher(doc), 0)
         label_ids = self.label_ids
         _set_ents(doc, ((e[0], e[1], label_ids[e[2]]) for e in entries))
-        rows = self._rows(entries)
-        data = data_of(doc)
-        data[_VALUES] = {(start, end): value for _, start, end, value in rows}
-        data[ENTITY_ROWS_KEY] = rows
+        data_of(doc)[_VALUES] = {(start, end): value for _, _, _, start, end, value in entries}
         return doc
 
     def find_joined(self, joined: JoinedDoc) -> list[list[Row]]:
@@ -374,8 +371,9 @@ class EntityFinder:
     def _find(self, doc: Doc, text: str, matches: Sequence[Match], offset: int,
               hints: Sequence[bool] | None = None) -> list[_Entry]:
         """The entities of ``text``, which starts at character ``offset`` of ``doc``, from the
-        matches of its tokens; offsets in the entries are the text's. ``hints`` says which of
-        the :data:`_HINTS` groups may occur in the text (by default, the ones that do)."""
+        matches of its tokens: token indices are the doc's, character offsets the text's.
+        ``hints`` says which of the :data:`_HINTS` groups occur in the text (found here when not
+        given)."""
         if hints is None:
             hints = [any(needle in text for needle in needles) for needles in _HINTS]
         # In the order found: the order decides between entities of the same extent.

@@ -17,7 +17,7 @@ stemmer as its NORM getter.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import numpy
 import spacy
+from numpy.typing import NDArray
 from spacy.attrs import NORM
 from spacy.lang.en import English
 from spacy.language import Language
@@ -46,11 +47,13 @@ __all__ = [
     "BOW_ARCHITECTURE",
     "LEAD_LABELS",
     "TEXTCAT",
+    "TopicCategorizer",
     "PipelineConfig",
     "City311English",
     "load_pipeline",
+    "NormPredictor",
+    "bow_predictor",
     "make_pipeline",
-    "predict_from_norms",
     "stem",
     "unigram_features",
 ]
@@ -150,17 +153,21 @@ registry.languages.register(LANG, func=City311English)
 def _unigram_forward(model: Model[Any, Any], docs: list[Doc], is_train: bool,
                      ) -> tuple[tuple[Any, Any, Any], Any]:
     """spaCy's ``extract_ngrams(1, NORM)``: each doc's distinct NORMs (sorted) and their counts."""
-    return unigram_features([doc.to_array(NORM) for doc in docs]), _no_grad
+    norms = [cast(NDArray[numpy.uint64], doc.to_array(NORM)) for doc in docs]
+    return unigram_features(norms), _no_grad
 
 
-def unigram_features(arrays: list[Any]) -> tuple[Any, Any, Any]:
+Features = tuple[NDArray[numpy.uint64], NDArray[numpy.float32], NDArray[numpy.int32]]
+
+
+def unigram_features(arrays: list[NDArray[numpy.uint64]]) -> Features:
     """The classifier's input for texts with these NORM arrays (each sorted in place): the
     distinct keys of each text, their counts, and how many each text has. Each array is sorted
     on its own (a text is short: that is cheaper than one sort of the batch by text and key),
     then the whole batch is counted at once instead of a ``numpy.unique`` per text."""
     if not arrays:
-        empty = numpy.zeros((0,), dtype="uint64")
-        return empty, numpy.zeros((0,), dtype="f"), numpy.zeros((0,), dtype="int32")
+        return (numpy.zeros((0,), dtype=numpy.uint64), numpy.zeros((0,), dtype=numpy.float32),
+                numpy.zeros((0,), dtype=numpy.int32))
     for array in arrays:
         array.sort()
     ends = numpy.cumsum(numpy.fromiter(map(len, arrays), dtype="int64", count=len(arrays)))
@@ -171,16 +178,26 @@ def unigram_features(arrays: list[Any]) -> tuple[Any, Any, Any]:
     starts = numpy.flatnonzero(first)
     counts = numpy.diff(numpy.append(starts, keys.shape[0]))
     distinct = numpy.concatenate(([0], numpy.cumsum(first)))  # distinct keys before each index
-    lengths = (distinct[ends] - distinct[numpy.append(0, ends[:-1])]).astype("int32")
-    return keys[starts], counts.astype("f"), lengths
+    lengths = (distinct[ends] - distinct[numpy.append(0, ends[:-1])]).astype(numpy.int32)
+    return keys[starts], counts.astype(numpy.float32), lengths
 
 
-def predict_from_norms(model: Model[Any, Any], arrays: list[Any]) -> Any:
-    """What the classifier (:func:`build_bow_classifier`) predicts for texts with these NORM
+NormPredictor = Callable[[list[NDArray[numpy.uint64]]], NDArray[numpy.float32]]
+
+
+def bow_predictor(model: Model[Any, Any]) -> NormPredictor:
+    """What the classifier (:func:`build_bow_classifier`) predicts for texts given by their NORM
     arrays (sorted in place): the model after its feature extraction."""
     linear = model.get_ref("output_layer")
-    logistic = next(node for node in model.walk() if node.name == "logistic")
-    return logistic.predict(linear.predict(unigram_features(arrays)))
+    logistic = next((node for node in model.walk() if node.name == "logistic"), None)
+    if logistic is None:
+        raise ValueError(f"the topic classifier {model.name!r} has no logistic output layer")
+
+    def predict(arrays: list[NDArray[numpy.uint64]]) -> NDArray[numpy.float32]:
+        return cast(NDArray[numpy.float32],
+                    numpy.asarray(logistic.predict(linear.predict(unigram_features(arrays)))))
+
+    return predict
 
 
 def _no_grad(dY: Any) -> list[Any]:

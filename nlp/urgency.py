@@ -59,7 +59,8 @@ def combine(weights: Iterable[float]) -> float:
 
 
 class UrgencyDetector:
-    """Sets ``doc._.urgency`` (0..1) and ``doc._.urgency_reasons``."""
+    """Weighs urgency: as a pipeline component it sets ``doc._.urgency`` (0..1) and
+    ``doc._.urgency_reasons``; :meth:`measure_joined` returns them for each text of a batch."""
 
     def __init__(self, nlp: Language, name: str = URGENCY_COMPONENT) -> None:
         self.name = name
@@ -76,9 +77,9 @@ class UrgencyDetector:
         self.when_id = nlp.vocab.strings.add(_WHEN_ID)
 
     def __call__(self, doc: Doc) -> Doc:
+        urgency, reasons = self._measure(doc, text_of(doc), self.matcher(doc), 0)
         data = data_of(doc)
-        data[URGENCY_KEY], data[REASONS_KEY] = self._measure(doc, text_of(doc), self.matcher(doc),
-                                                             0)
+        data[URGENCY_KEY], data[REASONS_KEY] = urgency, reasons
         return doc
 
     def measure_joined(self, joined: JoinedDoc) -> list[tuple[float, list[str]]]:

@@ -4,29 +4,35 @@ scores, and no match across two texts."""
 from __future__ import annotations
 
 import numpy
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nlp.batch import join
 from nlp.classifier import SpacyClassifier
 from nlp.data import read_jsonl
-from nlp.pipeline import predict_from_norms
+from nlp.pipeline import bow_predictor
 from tests.nlp.test_classifier import SANITY
 from tests.nlp.test_fast_paths import TRICKY
 
-_PIECES = ("We're", "can't", "U.S.", "a.m.", "Mr.", "e.g.", ":)", "$2.5M", "(pop.", "60k)",
-           "Springfield,", "OR", "water", "main", "break", "HOME", "funds", "Tuesday.", "--",
-           "’s", "'", '"', " ", "  ", "\n", "\t", "\n\n", "x", "…", "🙂")
+# Special cases of the tokenizer (some of them read across whitespace), affixes, whitespace of
+# every kind, and the separator itself.
+_PIECES = ("We're", "can't", "U.S.", "a.m.", "Mr.", "e.g.", ":)", ":-D", "=(", ">.<", "''", "'",
+           "(", ")", '"', "$2.5M", "(pop.", "60k)", "Springfield,", "OR", "water", "main", "break",
+           "HOME", "funds", "Tuesday.", "--", "’s", " ", "  ", "\n", "\t", "\n\n", "\u00a0",
+           "\u2009", "\x00", "x", "…", "🙂", "City", "of", "Aberdeen")
 
 
 def _texts() -> st.SearchStrategy[list[str]]:
-    text = st.lists(st.sampled_from(_PIECES), max_size=10).map(" ".join)
+    text = st.lists(st.tuples(st.sampled_from(_PIECES), st.sampled_from(("", " "))),
+                    max_size=10).map(lambda pieces: "".join(p + sep for p, sep in pieces))
     return st.lists(text, min_size=1, max_size=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(texts=_texts())
 @example(texts=["I'm here", " lead", "trail ", "", "water", "main break", "   "])
+@example(texts=["residents'", "''Hello", ")", ":-D>.<", "Hi (", "=(Budget"])
 def test_each_text_gets_the_tokens_it_gets_alone(classifier: SpacyClassifier,
                                                  texts: list[str]) -> None:
     nlp = classifier.nlp
@@ -35,7 +41,7 @@ def test_each_text_gets_the_tokens_it_gets_alone(classifier: SpacyClassifier,
         doc = joined.doc
         for i, text in enumerate(joined.texts):
             alone = nlp.make_doc(text)
-            tokens = doc[joined.bounds[i]:joined.bounds[i + 1]]
+            tokens = doc[joined.starts[i]:joined.ends[i]]
             offset = joined.offsets[i]
             assert [(t.text, t.idx - offset) for t in tokens] == [(t.text, t.idx) for t in alone]
             assert joined.norm_arrays()[i].tolist() == [t.norm for t in alone]
@@ -52,11 +58,33 @@ def test_a_batch_is_one_doc_and_a_text_with_outer_whitespace_is_alone(
 
 def test_the_classifier_scores_a_batch_as_each_doc(classifier: SpacyClassifier) -> None:
     texts = [q.text for q in read_jsonl(SANITY)] + [t for t in TRICKY if t.strip()]
-    model = classifier._textcat.model
-    joined = join(classifier.nlp, texts)
-    batched = numpy.concatenate([predict_from_norms(model, j.norm_arrays()) for j in joined])
+    model = classifier.nlp.get_pipe("textcat_multilabel").model
+    predict = bow_predictor(model)
+    batched = numpy.concatenate([predict(j.norm_arrays()) for j in join(classifier.nlp, texts)])
     alone = model.predict([classifier.nlp.make_doc(t) for t in texts])
     assert batched.tolist() == numpy.asarray(alone).tolist()
+
+
+def test_a_special_case_across_a_join_changes_neither_text(classifier: SpacyClassifier) -> None:
+    # spaCy's special-case matcher reads "'" then "'" as "''" across whitespace, and would keep
+    # that over the second text's own "''".
+    texts = ["residents'", "''Hello", ")", ":-D>.<", "Hi (", "=(Budget"]
+    for text, result in zip(texts, classifier.classify_many(texts), strict=True):
+        assert result.scores == classifier.nlp(text).cats
+
+
+def test_a_hint_across_a_join_is_none(classifier: SpacyClassifier) -> None:
+    # Joined, "City" + " " + "of x" reads "City of x", and the place pattern also takes a tab.
+    texts = ["City\tof Aberdeen City", "of x"]
+    joined = join(classifier.nlp, texts)[0]
+    assert joined.texts_containing("ity of ") == []
+    assert classifier.classify_many(texts)[0].entities == []
+    assert [(e.label_, e.text) for e in classifier.nlp(texts[0]).ents] == []
+
+
+def test_a_text_must_be_a_string(classifier: SpacyClassifier) -> None:
+    with pytest.raises(TypeError, match="must be a str, not bytes"):
+        classifier.classify_many(["fine", b"bytes"])  # type: ignore[list-item]
 
 
 def test_no_cue_or_entity_spans_two_texts(classifier: SpacyClassifier) -> None:

@@ -31,6 +31,8 @@ TRICKY = [
     "Hi! it's urgent, boil-water notice since Monday... $ 40 k? us$5 mm? $$3, 2 USD.",
     "The Village of St. Louis Park, Minnesota wants a land bank (end of the month).",
     "a half million dollars, several thousand dollars, twenty thousand dollars",
+    "residents' ''Hello :-D>.< =(Budget",
+    "City\tof Aberdeen City of x",
     "",
     "   ",
 ]
@@ -52,9 +54,7 @@ def test_make_doc_splits_like_a_fresh_tokenizer(classifier: SpacyClassifier) -> 
 def test_classify_many_is_classify_and_the_plain_pipeline(classifier: SpacyClassifier) -> None:
     """The batch reads what each component finds without writing it on the doc: the same
     topics, scores, entities and urgency as the whole pipeline run doc by doc."""
-    # Not "": spaCy's classifier scores a batch of nothing but empty docs as all zeros, and an
-    # empty doc among others by the model's biases alone.
-    texts = [t for t in TRICKY if t] + [q.text for q in read_jsonl(SANITY)]
+    texts = TRICKY + [q.text for q in read_jsonl(SANITY)]
     many = classifier.classify_many(texts)
     assert many == [classifier.classify(t) for t in texts]
     for text, result in zip(texts, many, strict=True):
