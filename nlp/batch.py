@@ -53,24 +53,6 @@ class JoinedDoc:
                 out[i].append(match)
         return out
 
-    def texts_containing(self, needle: str) -> list[int]:
-        """The indices of the texts in which ``needle`` occurs: ``needle in texts[i]``, found
-        with one scan of the joined text."""
-        out: list[int] = []
-        text, texts, offsets = self.text, self.texts, self.offsets
-        last = len(offsets) - 1
-        at = text.find(needle)
-        while at >= 0:
-            i = bisect_right(offsets, at) - 1
-            if at + len(needle) <= offsets[i] + len(texts[i]):
-                out.append(i)
-            if i == last:
-                break
-            # One occurrence in a text is enough, and one running on past its end (through the
-            # separator) is none.
-            at = text.find(needle, offsets[i + 1])
-        return out
-
     def norm_arrays(self) -> list[NDArray[numpy.uint64]]:
         """Each text's NORMs, as slices of a fresh copy."""
         norms = self.norms.copy()

@@ -95,16 +95,6 @@ _WHEN_WORDS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday
 _NUMBER_DATE_HINT_RE = re.compile(r"\d(?:(?<=1)9\d\d|(?<=2)0\d\d|/\d)")
 _FY_HINT_RE = re.compile(r"FY|fiscal year")
 
-# What makes each of the slower searches worth running: a text with none of a group's strings
-# cannot match its patterns.
-_HINTS: tuple[tuple[str, ...], ...] = (
-    ("ity of ", "own of ", "illage of ", "orough of ", "ownship of "),  # "City of" a place
-    ("HOME", "RAISE", "BUILD", "ESG"),  # program names that are also words
-    ("$", "ollar", "USD"),  # money
-    ("FY", "iscal year"),  # fiscal years
-    ("19", "20", "/"),  # years and d/d dates (what _NUMBER_DATE_HINT_RE needs, found faster)
-)
-_CITY_OF, _PROGRAM_WORD, _MONEY, _FISCAL, _NUMBER_DATE = range(len(_HINTS))
 _PLACED_CACHE_SIZE = 10_000
 
 # "City of", "Town of"... before a place name.
@@ -358,24 +348,12 @@ class EntityFinder:
         """The entities of each text of ``joined``, in text order, none overlapping, without
         writing them on the doc."""
         doc = joined.doc
-        hints = [[False] * len(_HINTS) for _ in joined.texts]
-        for group, needles in enumerate(_HINTS):
-            for needle in needles:
-                for i in joined.texts_containing(needle):
-                    hints[i][group] = True
-        return [self._rows(self._find(doc, text, matches, offset, hinted))
-                for text, matches, offset, hinted in zip(
-                    joined.texts, joined.split(self.matcher(doc)), joined.offsets, hints,
-                    strict=True)]
+        return [self._rows(self._find(doc, text, matches, offset)) for text, matches, offset in zip(
+            joined.texts, joined.split(self.matcher(doc)), joined.offsets, strict=True)]
 
-    def _find(self, doc: Doc, text: str, matches: Sequence[Match], offset: int,
-              hints: Sequence[bool] | None = None) -> list[_Entry]:
+    def _find(self, doc: Doc, text: str, matches: Sequence[Match], offset: int) -> list[_Entry]:
         """The entities of ``text``, which starts at character ``offset`` of ``doc``, from the
-        matches of its tokens: token indices are the doc's, character offsets the text's.
-        ``hints`` says which of the :data:`_HINTS` groups occur in the text (found here when not
-        given)."""
-        if hints is None:
-            hints = [any(needle in text for needle in needles) for needles in _HINTS]
+        matches of its tokens: token indices are the doc's, character offsets the text's."""
         # In the order found: the order decides between entities of the same extent.
         found: list[_Entry] = []
 
@@ -420,7 +398,9 @@ class EntityFinder:
                 elif state_text in self.gaz.state_codes or (m.group("comma")
                                                             and code in _SAFE_CODES):
                     add(m.start("state"), m.end("state"), "STATE", code)
-        if hints[_CITY_OF]:
+        # The hints, spelled out: a generator over a tuple costs more than the tests themselves.
+        if ("ity of " in text or "own of " in text or "illage of " in text
+                or "orough of " in text or "ownship of " in text):
             for m in self.city_of_re.finditer(text):
                 words = m.group("place").split(" ")
                 for keep in range(len(words), 0, -1):
@@ -429,7 +409,7 @@ class EntityFinder:
                         end = m.start("place") + len(name)
                         add(m.start("place"), end, "CITY", name)
                         break
-        if hints[_PROGRAM_WORD]:
+        if "HOME" in text or "RAISE" in text or "BUILD" in text or "ESG" in text:
             for m in _PROGRAM_WORD_RE.finditer(text):
                 after = text[m.end():m.end() + 30]
                 word = m.group()
@@ -438,12 +418,12 @@ class EntityFinder:
                 if (word == "HOME-ARP" or _PROGRAM_AFTER_RE.match(after)
                         or _PROGRAM_BEFORE_RE.search(text[max(0, m.start() - 12):m.start()])):
                     add(m.start(), m.end(), "PROGRAM", word)
-        if hints[_MONEY]:
+        if "$" in text or "ollar" in text or "USD" in text:
             for m in _money_matches(text):
                 add(m.start(), m.end(), "MONEY", _money_value(m))
-        if hints[_FISCAL]:
+        if "FY" in text or "iscal year" in text:
             when.extend(m.start() for m in _FY_HINT_RE.finditer(text))
-        if hints[_NUMBER_DATE]:
+        if "19" in text or "20" in text or "/" in text:  # what the hint needs, found faster
             when.extend(m.start() for m in _NUMBER_DATE_HINT_RE.finditer(text))
         if when:
             seen: set[tuple[int, int]] = set()
