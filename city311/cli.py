@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from city311.logs import configure_logging
 from city311.wiring import Service, build_service, build_store
 from desk.directory import import_cities, read_cities_file, shipped_cities
-from desk.errors import DeskError, InputError
+from desk.errors import DeskError, InputError, check_unicode
 from desk.migrate import downgrade, upgrade
 from desk.redact import redact
 from desk.settings import Settings, load_settings
@@ -275,6 +275,7 @@ def ask(text: str = typer.Argument(..., help="the question"),
     """Classify a question and draft its package, without sending anything."""
     if not text.strip():
         raise InputError("the question is empty")
+    check_unicode(text, "the question")
     from desk.ports import DraftRequest
 
     async def body(service: Service) -> dict[str, Any]:

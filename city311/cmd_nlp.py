@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
-from desk.errors import InputError
+from desk.errors import InputError, check_unicode
 
 if TYPE_CHECKING:
     from desk.store import Store
@@ -64,7 +64,7 @@ def _parse_line(line: str, number: int) -> tuple[Any, str]:
     text = obj.get("text")
     if not isinstance(text, str):
         raise InputError(f"line {number}: \"text\" must be a string")
-    return obj.get("id"), text
+    return obj.get("id"), check_unicode(text, f"line {number}: \"text\"")
 
 
 def classify_stream(classifier: SpacyClassifier, lines: Iterable[str], out: TextIO,

@@ -45,6 +45,18 @@ class InputError(DeskError, ValueError):
     """Bad input that the person who sent it can fix."""
 
 
+def check_unicode(text: str, what: str) -> str:
+    """``text``, if it can be written as UTF-8; else an InputError naming ``what``. A lone
+    surrogate comes from a JSON escape (``"\\ud800"``) or a command-line argument that was not
+    UTF-8, and nothing downstream (the tokenizer, the database, a reply) can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} is not valid Unicode (a lone surrogate at character "
+                         f"{exc.start})") from exc
+    return text
+
+
 class NotFoundError(DeskError, LookupError):
     pass
 

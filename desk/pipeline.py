@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_ROUTE_ATTEMPTS = 5
 CASE_REF = re.compile(r"\bC-(\d{4})-(\d{4,})\b", re.I)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, always half a pair
 PROCESS_LEASE = timedelta(minutes=5)
 ANSWERED = (Status.SENT, Status.FOLLOW_UP_SCHEDULED, Status.CLOSED, Status.REJECTED)
 
@@ -96,7 +97,7 @@ class Desk:
 
     async def _receive_in(self, session: AsyncSession, inbound: InboundMessage) -> Received:
         digest = content_hash(inbound.raw)
-        inbound = without_nul(inbound)
+        inbound = storable(inbound)
         message = await self._find_message(session, inbound, digest)
         if message is not None:
             if not _left_unrouted(message):
@@ -918,12 +919,17 @@ def _refused_value(exc: DBAPIError) -> bool:
     return isinstance(exc, DataError) or str(sqlstate or "").startswith("22")
 
 
-def without_nul(inbound: InboundMessage) -> InboundMessage:
-    """The message with NUL characters taken out of its text: PostgreSQL refuses them in text
-    and JSON columns, and no reader misses them (the raw bytes keep them)."""
+def storable(inbound: InboundMessage) -> InboundMessage:
+    """The message with NUL characters taken out of its text and lone surrogates (half a pair,
+    from a JSON escape such as "\\ud800") replaced by U+FFFD: PostgreSQL refuses NULs in text
+    and JSON columns, neither database nor the classifier can encode a lone surrogate, and no
+    reader misses either (the raw bytes keep them)."""
     def clean(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace("\x00", "")
+            value = value.replace("\x00", "")
+            if not value.isascii() and _SURROGATE.search(value):
+                value = _SURROGATE.sub("\ufffd", value)
+            return value
         if isinstance(value, list | tuple):
             return type(value)(clean(v) for v in value)
         if isinstance(value, dict):

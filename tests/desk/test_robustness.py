@@ -438,3 +438,20 @@ async def test_a_reply_is_threaded_under_the_question_not_a_calendar_answer(
     async with store.session() as session:
         reply = (await session.execute(select(Outbox).where(Outbox.kind == "reply"))).scalar_one()
     assert reply.payload["in_reply_to"] == "<q21@city>"
+
+
+async def test_lone_surrogates_are_stored_as_replacement_characters(store: Store,
+                                                                    clock: FakeClock) -> None:
+    # A JSON escape ("\ud800") in a Slack payload gives half a surrogate pair, which neither
+    # database, the classifier nor a reply can take.
+    desk = await seeded(store, clock)
+    odd = replace(email(43), subject="Bond \ud800 rating", sender_name="Da\udcffna",
+                  text="How do we improve our bond rating? \udfff")
+    got = await desk.receive_many([email(44), odd])
+    assert all(r.created for r in got)
+    async with store.session() as session:
+        stored = (await session.execute(select(Message).where(
+            Message.external_id == "<q43@city>"))).scalar_one()
+    assert stored.subject == "Bond \ufffd rating"
+    assert stored.text.endswith("rating? \ufffd")
+    assert stored.envelope["sender_name"] == "Da\ufffdna"

@@ -132,7 +132,8 @@ def test_cli_commands_give_results_or_one_line_errors(data_dir: Path, tmp_path: 
     garbage.write_bytes(b"Subject: \x00\xff" + MEGABYTE.encode() + b"\r\n\r\n\x00" * 100)
     lines = [json.dumps({"id": i, "text": q}) for i, q in enumerate(HOSTILE)]
     lines += ["not json", "[1, 2]", json.dumps({"id": "x"}), json.dumps({"id": 1, "text": 5}),
-              json.dumps({"id": "big", "text": MEGABYTE}), "{\"id\": 1, \"text\": \"\\u0000\"}"]
+              json.dumps({"id": "big", "text": MEGABYTE}), "{\"id\": 1, \"text\": \"\\u0000\"}",
+              "{\"id\": \"half\", \"text\": \"zoning \\ud800\"}"]
     # Few commands, each carrying many hostile inputs: every one starts a Python process.
     jobs: dict[str, tuple[list[str], str | None]] = {
         "search fts": (["library", "search", "' OR 1=1; -- \"bond NEAR( rating* ^x {a}:b",
@@ -141,6 +142,8 @@ def test_cli_commands_give_results_or_one_line_errors(data_dir: Path, tmp_path: 
         "ask": (["ask", "'; DROP TABLE cases; -- \x1b[2J\x07 zoning? " + LONG_ARG, "--json"],
                 None),
         "classify": (["classify"], "\n".join(lines) + "\n"),
+        # Not UTF-8 on the command line: Python hands it on as a lone surrogate.
+        "ask not utf-8": (["ask", "zoning \udcff"], None),
         "mail garbage": (["mail", "parse", str(garbage), "--json"], None),
         "mail missing": (["mail", "parse", str(tmp_path / "nope.eml")], None),
         "show sql": (["cases", "show", "' OR 1=1 --\x1b[31m"], None),
@@ -160,7 +163,10 @@ def test_cli_commands_give_results_or_one_line_errors(data_dir: Path, tmp_path: 
     classified = [json.loads(line) for line in results["classify"].stdout.splitlines()]
     assert {row["id"] for row in classified} >= {"big", *range(len(HOSTILE))}
     assert results["classify"].returncode == 1  # the bad lines are named on stderr
-    assert results["classify"].stderr.count("error:") == 4
+    assert results["classify"].stderr.count("error:") == 5
+    assert "not valid Unicode" in results["classify"].stderr
+    assert results["ask not utf-8"].returncode == 2
+    assert "the question is not valid Unicode" in results["ask not utf-8"].stderr
     parsed = json.loads(results["mail garbage"].stdout)
     assert len(parsed["subject"]) >= 1_000_000 and isinstance(parsed["problems"], list)
     for name in ("mail missing", "show sql"):

@@ -49,14 +49,17 @@ def test_classify_json_lines(app: typer.Typer, model_dir: Path) -> None:
 def test_classify_malformed_lines(app: typer.Typer, model_dir: Path) -> None:
     good = json.dumps({"id": "a", "text": "Vacant lots: should we start a land bank?"})
     stdin = "\n".join([good, "{not json", json.dumps(["a list"]), json.dumps({"id": "b"}),
-                       json.dumps({"id": "c", "text": "Need a zoning code rewrite."})]) + "\n"
+                       json.dumps({"id": "c", "text": "Need a zoning code rewrite."}),
+                       '{"id": "d", "text": "budget \\ud800 gap"}']) + "\n"
     result = CliRunner().invoke(app, ["classify", "--model-dir", str(model_dir)], input=stdin)
     assert result.exit_code == 1
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["a", "c"]
     errors = result.stderr.strip().splitlines()
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert errors[0].startswith("error: line 2: not valid JSON")
     assert "line 3" in errors[1] and "line 4" in errors[2] and '"text"' in errors[2]
+    assert errors[3] == ('error: line 6: "text" is not valid Unicode (a lone surrogate at '
+                         'character 7)')
     assert "Traceback" not in result.stderr
 
 
