@@ -80,10 +80,11 @@ def _component(nlp: Language, name: str, kind: type[_T]) -> _T:
 class SpacyClassifier:
     """Topics, entities and urgency for one text or many.
 
-    A batch goes through the pipeline's components by their batch methods, which find what the
-    components would write on each doc and return it instead: the same results (tested), without
-    spaCy's per-doc bookkeeping (``doc.cats``, ``doc.ents``, extension values), which cost more
-    than the finding itself. ``nlp`` remains the whole pipeline, for anyone who wants the docs.
+    A batch is tokenized as one Doc (:mod:`nlp.batch`) and goes through the pipeline's
+    components by their batch methods, which return for each text what the component would write
+    on its own doc: the same results (tested), without a Doc per text and spaCy's per-doc
+    bookkeeping (``doc.cats``, ``doc.ents``, extension values), which cost more than the finding
+    itself. ``nlp`` remains the whole pipeline, for anyone who wants the docs.
     """
 
     def __init__(self, nlp: Language, config: PipelineConfig, meta: dict[str, Any] | None = None,
