@@ -33,9 +33,8 @@ SEPARATOR = " \x00 "
 @dataclass(frozen=True)
 class JoinedDoc:
     doc: Doc
-    text: str  # the texts, each followed by SEPARATOR but the last
-    texts: Sequence[str]
-    offsets: list[int]  # where each text starts in ``text``
+    texts: Sequence[str]  # each followed by SEPARATOR in the doc's text, but the last
+    offsets: list[int]  # where each text starts in the doc's text
     starts: list[int]  # each text's first token
     ends: list[int]  # each text's end token (its separator's)
     norms: NDArray[numpy.uint64]  # every token's NORM
@@ -93,8 +92,7 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
     for text in texts:
         offsets.append(at)
         at += len(text) + len(SEPARATOR)
-    text = texts[0] if len(texts) == 1 else SEPARATOR.join(texts)
-    doc = nlp.make_doc(text)
+    doc = nlp.make_doc(texts[0] if len(texts) == 1 else SEPARATOR.join(texts))
     columns: Any = doc.to_array([IDX, NORM]).reshape(len(doc), 2)
     if len(texts) == 1:
         starts, ends = [0], [len(doc)]
@@ -106,4 +104,4 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
         ends = numpy.searchsorted(idx, [o + len(t) for o, t in zip(offsets, texts, strict=True)],
                                   ).tolist()
     norms = numpy.ascontiguousarray(columns[:, 1])
-    return JoinedDoc(doc, text, texts, offsets, starts, ends, norms)
+    return JoinedDoc(doc, texts, offsets, starts, ends, norms)

@@ -145,14 +145,9 @@ class SpacyClassifier:
         """The final topic scores of each text of ``joined`` (a row per text, a column per
         topic in the order of ``TOPICS``), its lead heads' scores (None for a text without
         words) and its number of topic cues."""
-        texts = joined.texts
         learned = self._predict(joined.norm_arrays())
-        scores, cues = self._prior.blend(self._prior.hits_joined(joined), texts,
-                                         learned[:, self._topic_columns])
-        leads = [lead if text.strip() else None
-                 for text, lead in zip(texts, learned[:, self._lead_columns].tolist(),
-                                       strict=True)]
-        return scores, leads, cues
+        return self._prior.blend(self._prior.hits_joined(joined), joined.texts,
+                                 learned[:, self._topic_columns], learned[:, self._lead_columns])
 
     def _topic_scores(self, joined: JoinedDoc,
                       ) -> list[tuple[dict[str, float], list[float] | None]]:

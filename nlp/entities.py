@@ -12,16 +12,19 @@ a place name ("Springfield, OR", "Eugene OR"); lower-case words never count as c
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from operator import attrgetter
+from typing import Any, NamedTuple, cast
 
 import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
+from spacy.util import filter_spans
 from thinc.types import Ints2d
 
 from nlp.batch import JoinedDoc, Match
@@ -94,8 +97,6 @@ _WHEN_WORDS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday
 # engine skips to the next digit instead of trying the pattern at every character.
 _NUMBER_DATE_HINT_RE = re.compile(r"\d(?:(?<=1)9\d\d|(?<=2)0\d\d|/\d)")
 _FY_HINT_RE = re.compile(r"FY|fiscal year")
-
-_PLACED_CACHE_SIZE = 10_000
 
 # "City of", "Town of"... before a place name.
 _CITY_OF_WORDS = ("City", "Town", "Village", "Borough", "Township", "city", "town", "village")
@@ -205,37 +206,34 @@ def _date_value(m: re.Match[str]) -> str | None:
     return None
 
 
-# One entity as found: first token, end token, label, first character, end character, value.
-_Entry = tuple[int, int, str, int, int, "str | None"]
+class _Entry(NamedTuple):
+    """One entity as found. ``start`` and ``end`` are token indices, so that spaCy's
+    ``filter_spans``, which reads only those, can choose between overlapping entries."""
+
+    start: int
+    end: int
+    label: str
+    start_char: int
+    end_char: int
+    value: str | None
+
+
 # One entity as reported: label, first character, end character, value.
 Row = tuple[str, int, int, "str | None"]
 
 
-def _by_start(entry: _Entry) -> int:
-    return entry[0]
-
-
 def _non_overlapping(entries: list[_Entry]) -> list[_Entry]:
-    """``spacy.util.filter_spans`` (longest first, then earliest) on found entries, without its
-    sort when they do not overlap, which is nearly always; in text order."""
+    """``spacy.util.filter_spans`` (longest first, then earliest), without its sort when the
+    entries do not overlap, which is nearly always; in text order."""
     if len(entries) < 2:
         return entries
-    ordered = sorted(entries, key=_by_start)
+    ordered = sorted(entries, key=attrgetter("start"))
     end = -1
     for entry in ordered:
-        if entry[0] < end:
-            break
-        end = entry[1]
-    else:
-        return ordered
-    by_size = sorted(entries, key=lambda e: (e[1] - e[0], -e[0]), reverse=True)
-    kept: list[_Entry] = []
-    seen: set[int] = set()
-    for entry in by_size:
-        if entry[0] not in seen and entry[1] - 1 not in seen:
-            kept.append(entry)
-            seen.update(range(entry[0], entry[1]))
-    return sorted(kept, key=_by_start)
+        if entry.start < end:
+            return cast(list[_Entry], filter_spans(cast(list[Any], entries)))
+        end = entry.end
+    return ordered
 
 
 _LABELS = ("CITY", "STATE", "MONEY", "DATE", "PROGRAM", "AGENCY", "ORG")
@@ -279,7 +277,8 @@ class EntityFinder:
     def __init__(self, nlp: Language, name: str = ENTITY_COMPONENT) -> None:
         self.name = name
         self.gaz: Gazetteer = load_gazetteer()
-        self._placed_cache: dict[tuple[str, frozenset[str]], str] = {}
+        # Kept: a common name has dozens of states to weigh.
+        self._placed = functools.lru_cache(maxsize=10_000)(self._place_with_state)
         self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
         self.keys: dict[int, tuple[str, str | None]] = {}
         self.label_ids = {label: nlp.vocab.strings.add(label) for label in _LABELS}
@@ -340,8 +339,8 @@ class EntityFinder:
         text = text_of(doc)
         entries = self._find(doc, text, self.matcher(doc), 0)
         label_ids = self.label_ids
-        _set_ents(doc, ((e[0], e[1], label_ids[e[2]]) for e in entries))
-        data_of(doc)[_VALUES] = {(start, end): value for _, _, _, start, end, value in entries}
+        _set_ents(doc, ((e.start, e.end, label_ids[e.label]) for e in entries))
+        data_of(doc)[_VALUES] = {(e.start_char, e.end_char): e.value for e in entries}
         return doc
 
     def find_joined(self, joined: JoinedDoc) -> list[list[Row]]:
@@ -360,8 +359,8 @@ class EntityFinder:
         def add(start: int, end: int, label: str, value: str | None) -> None:
             span = doc.char_span(start + offset, end + offset, alignment_mode="expand")
             if span is not None:
-                found.append((span.start, span.end, label, span.start_char - offset,
-                              span.end_char - offset, value))
+                found.append(_Entry(span.start, span.end, label, span.start_char - offset,
+                                    span.end_char - offset, value))
 
         when: list[int] = []
         states: list[tuple[int, int]] = []
@@ -377,11 +376,11 @@ class EntityFinder:
             if kind == "CODE":
                 states.append((start_char, end_char))
                 if value in _SAFE_CODES:
-                    found.append((start, end, "STATE", start_char, end_char, value))
+                    found.append(_Entry(start, end, "STATE", start_char, end_char, value))
                 continue
             if kind == "STATE":
                 states.append((start_char, end_char))
-            found.append((start, end, kind, start_char, end_char, value))
+            found.append(_Entry(start, end, kind, start_char, end_char, value))
         for s_start, s_end in states:
             for m in self.place_state_re.finditer(text, max(0, s_start - 60), s_end):
                 if m.end() != s_end:
@@ -443,40 +442,32 @@ class EntityFinder:
         """The kept entries, with their values settled: an entry's value is the first found of
         its extent and label, and a place without a state gets the one the text names, else its
         likeliest."""
-        kept = {(start, end, label) for _, _, label, start, end, _ in kept_entries}
-        codes = {v for _, _, label, start, end, v in found
-                 if label == "STATE" and v and (start, end, "STATE") in kept}
+        kept = {(e.start_char, e.end_char, e.label) for e in kept_entries}
+        codes = {e.value for e in found if e.label == "STATE" and e.value
+                 and (e.start_char, e.end_char, "STATE") in kept}
         values: dict[tuple[int, int], str | None] = {}
-        for _, _, label, start, end, found_value in found:
-            value = found_value
+        for _, _, label, start, end, value in found:
             key = (start, end)
             if (start, end, label) not in kept or key in values:
                 continue
             if label == "CITY" and value is not None and "," not in value:
                 value = self._placed(value, frozenset(codes))
             values[key] = value
-        return [(t_start, t_end, label, start, end, values.get((start, end)))
-                for t_start, t_end, label, start, end, _ in kept_entries]
+        return [entry._replace(value=values.get((entry.start_char, entry.end_char)))
+                for entry in kept_entries]
 
-    def _placed(self, place: str, codes: frozenset[str]) -> str:
+    def _place_with_state(self, place: str, codes: frozenset[str]) -> str:
         """``"Place, ST"``: the state the text names (``codes``) unless its namesake there is a
-        hamlet, else the state of the biggest place of that name. Kept, as a common name has
-        dozens of states to weigh."""
-        key = (place, codes)
-        value = self._placed_cache.get(key)
-        if value is None:
-            by_state = self.gaz.places.get(place, {})
-            top = max(by_state.values(), default=0)
-            in_doc = sorted(c for c in codes if by_state.get(c, 0) * 20 >= top)
-            best = in_doc[0] if in_doc else self.gaz.best_state(place)
-            value = f"{place}, {best}" if best else place
-            if len(self._placed_cache) < _PLACED_CACHE_SIZE:
-                self._placed_cache[key] = value
-        return value
+        hamlet, else the state of the biggest place of that name."""
+        by_state = self.gaz.places.get(place, {})
+        top = max(by_state.values(), default=0)
+        in_doc = sorted(c for c in codes if by_state.get(c, 0) * 20 >= top)
+        best = in_doc[0] if in_doc else self.gaz.best_state(place)
+        return f"{place}, {best}" if best else place
 
     @staticmethod
     def _rows(entries: list[_Entry]) -> list[Row]:
-        return [(label, start, end, value) for _, _, label, start, end, value in entries]
+        return [(e.label, e.start_char, e.end_char, e.value) for e in entries]
 
     # The component is rebuilt from the shipped word lists: nothing to save or load.
     def to_disk(self, path: object, *, exclude: Iterable[str] = ()) -> None:

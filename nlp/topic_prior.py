@@ -20,7 +20,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from desk.ports import TOPICS
-from nlp.batch import JoinedDoc
+from nlp.batch import JoinedDoc, Match
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
@@ -74,32 +74,32 @@ class TopicPrior:
 
     def _hits(self, doc: Doc) -> list[int]:
         """Cue hits per topic, in the order of ``TOPICS``."""
-        hits = [0] * len(TOPICS)
-        index_of = self.index_of
-        for match in self.stems(doc):
-            hits[index_of[match[0]]] += 1
-        for match in self.exact(doc):
-            hits[index_of[match[0]]] += 1
-        return hits
+        return self._count(self._matches(doc))
 
     def hits_joined(self, joined: JoinedDoc) -> list[list[int]]:
         """Cue hits per topic of each text of ``joined``."""
-        out = [[0] * len(TOPICS) for _ in joined.texts]
+        return [self._count(matches) for matches in joined.split(self._matches(joined.doc))]
+
+    def _matches(self, doc: Doc) -> list[Match]:
+        return self.stems(doc) + self.exact(doc)
+
+    def _count(self, matches: Sequence[Match]) -> list[int]:
+        hits = [0] * len(TOPICS)
         index_of = self.index_of
-        doc = joined.doc
-        for hits, matches in zip(out, joined.split(self.stems(doc) + self.exact(doc)),
-                                 strict=True):
-            for match in matches:
-                hits[index_of[match[0]]] += 1
-        return out
+        for match in matches:
+            hits[index_of[match[0]]] += 1
+        return hits
 
     def blend(self, hits: Sequence[Sequence[int]], texts: Sequence[str], topics: NDArray[Any],
-              ) -> tuple[NDArray[Any], list[int]]:
+              leads: NDArray[Any] | None,
+              ) -> tuple[NDArray[Any], list[list[float] | None], list[int]]:
         """The final topic scores of a batch: its classifier scores (one row per text, one
-        column per topic in the order of ``TOPICS``) blended with its cue hits; and each text's
-        number of cues. A text without words has no topic: spaCy's textcat scores zero only a
-        batch of empty docs, and "" among other texts, or blanks (a whitespace token), would get
-        its bias."""
+        column per topic in the order of ``TOPICS``) blended with its cue hits; each text's lead
+        heads' scores (rows of ``leads``, in the same order), and its number of cues.
+
+        A text without words has no topic and no lead: spaCy's textcat scores zero only a batch
+        of empty docs, and "" among other texts, or blanks (a whitespace token), would get its
+        bias."""
         found = numpy.array(hits, dtype="f8").reshape(len(texts), len(TOPICS))
         learned = numpy.asarray(topics, dtype="f8")
         blank = [i for i, text in enumerate(texts) if not text.strip()]
@@ -110,17 +110,22 @@ class TopicPrior:
         # The operations of ``keep * learned + w * n / (n + sat)`` one by one, as Python would
         # do them on floats: the batch gives the same scores as one doc at a time.
         scores = (1.0 - w) * learned + w * found / (found + self.saturation)
-        return scores, found.sum(axis=1).astype(int).tolist()
+        lead_rows: list[list[float] | None] = (
+            numpy.asarray(leads, dtype="f8").tolist() if leads is not None else [None] * len(texts))
+        for i in blank:
+            lead_rows[i] = None
+        return scores, lead_rows, found.sum(axis=1).astype(int).tolist()
 
     def __call__(self, doc: Doc) -> Doc:
-        data = data_of(doc)
-        text = text_of(doc)
         cats = doc.cats
         learned = numpy.array([[float(cats.get(t, 0.0)) for t in TOPICS]])
-        scores, cues = self.blend([self._hits(doc)], [text], learned)
+        leads = (numpy.array([[float(cats[label]) for label in LEAD_LABELS]])
+                 if LEAD_LABELS[0] in cats else None)
+        scores, lead_rows, cues = self.blend([self._hits(doc)], [text_of(doc)], learned, leads)
+        data = data_of(doc)
         data[CUES_KEY] = cues[0]
-        if LEAD_LABELS[0] in cats and text.strip():
-            data[LEAD_KEY] = [float(cats[label]) for label in LEAD_LABELS]
+        if lead_rows[0] is not None:
+            data[LEAD_KEY] = lead_rows[0]
         doc.cats = dict(zip(TOPICS, scores[0].tolist(), strict=True))
         return doc
 
