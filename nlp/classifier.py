@@ -117,7 +117,7 @@ class SpacyClassifier:
     def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
         """The topics :func:`select_topics` chooses and orders for each text (entities and
         urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        return [select_topics(scores, self.config, lead)
+        return [_choose(scores, self.config, lead)[1]
                 for scores, lead in self._each_joined(texts, self._topic_scores)]
 
     def _each_joined(self, texts: Sequence[str], step: Callable[[JoinedDoc], list[_T]],
