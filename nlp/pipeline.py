@@ -72,7 +72,7 @@ class PipelineConfig:
     """Everything that shapes the trained model; part of the build hash."""
 
     length: int = 2**15
-    epochs: int = 10
+    epochs: int = 6
     dropout: float = 0.2
     batch_size: int = 32
     learn_rate: float = 0.006
