@@ -4,7 +4,8 @@ machine's core count) and print it.
 A full run goes one script at a time and writes bench/results.json, the figures the README
 shows. A quick run is a smoke check: small sizes, a few scripts at once (``--jobs``, so their
 timings disturb each other), written to bench/results-quick.json so it never replaces the
-full figures.
+full figures. A run of only some benchmarks (``python -m bench classify``) writes
+bench/results-partial.json, so that bench/results.json always holds every benchmark of one run.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def main() -> int:
     results["benchmarks"] = benchmarks
     results["seconds"] = round(time.monotonic() - started, 1)
     text = json.dumps(results, indent=2)
-    (HERE / ("results-quick.json" if args.quick else "results.json")).write_text(text + "\n")
+    name = "results-quick.json" if args.quick else "results-partial.json" if args.only \
+        else "results.json"
+    (HERE / name).write_text(text + "\n")
     print(text)
     return 1 if any("error" in b for b in benchmarks.values()) else 0
 
