@@ -25,17 +25,17 @@ from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
-__all__ = ["CUES_KEY", "LEAD_KEY", "LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
+__all__ = ["LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
 
 PRIOR_COMPONENT = "city311_topic_prior"
 LEAD_LABELS = tuple(f"lead:{topic}" for topic in TOPICS)  # the classifier's lead heads
 
 if not Doc.has_extension("topic_cues"):
     Doc.set_extension("topic_cues", default=0)  # how many topic cues the text has
-CUES_KEY = ext_key("topic_cues")  # where doc._.topic_cues lives
+_CUES = ext_key("topic_cues")
 if not Doc.has_extension("topic_lead"):
     Doc.set_extension("topic_lead", default=None)  # the lead heads' scores, or None
-LEAD_KEY = ext_key("topic_lead")
+_LEAD = ext_key("topic_lead")
 
 
 def _is_acronym(cue: str) -> bool:
@@ -68,9 +68,6 @@ class TopicPrior:
             if stems:
                 self.stems.add(f"cue|{topic}", stems)
         self.index_of = {key: TOPICS.index(topic) for key, topic in self.topic_of.items()}
-
-    def cue_hits(self, doc: Doc) -> dict[str, int]:
-        return dict(zip(TOPICS, self._hits(doc), strict=True))
 
     def _hits(self, doc: Doc) -> list[int]:
         """Cue hits per topic, in the order of ``TOPICS``."""
@@ -123,9 +120,9 @@ class TopicPrior:
                  if LEAD_LABELS[0] in cats else None)
         scores, lead_rows, cues = self.blend([self._hits(doc)], [text_of(doc)], learned, leads)
         data = data_of(doc)
-        data[CUES_KEY] = cues[0]
+        data[_CUES] = cues[0]
         if lead_rows[0] is not None:
-            data[LEAD_KEY] = lead_rows[0]
+            data[_LEAD] = lead_rows[0]
         doc.cats = dict(zip(TOPICS, scores[0].tolist(), strict=True))
         return doc
 

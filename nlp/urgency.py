@@ -18,15 +18,15 @@ from nlp.batch import JoinedDoc, Match
 from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import EMERGENCY_CUES, FISCAL_DISTRESS_CUES, TIME_PRESSURE_CUES
 
-__all__ = ["REASONS_KEY", "URGENCY_COMPONENT", "URGENCY_KEY", "UrgencyDetector", "combine"]
+__all__ = ["URGENCY_COMPONENT", "UrgencyDetector", "combine"]
 
 URGENCY_COMPONENT = "city311_urgency"
 
 for _name, _default in (("urgency", 0.0), ("urgency_reasons", None)):
     if not Doc.has_extension(_name):
         Doc.set_extension(_name, default=_default)
-URGENCY_KEY = ext_key("urgency")  # where doc._.urgency lives
-REASONS_KEY = ext_key("urgency_reasons")
+_SCORE = ext_key("urgency")
+_REASONS = ext_key("urgency_reasons")
 
 _WHEN = (r"(?:(?:this|next|on|by)\s)?(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
          r"tomorrow|tonight|today|the\s\d{1,2}(?:st|nd|rd|th)|"
@@ -79,7 +79,7 @@ class UrgencyDetector:
     def __call__(self, doc: Doc) -> Doc:
         urgency, reasons = self._measure(doc, text_of(doc), self.matcher(doc), 0)
         data = data_of(doc)
-        data[URGENCY_KEY], data[REASONS_KEY] = urgency, reasons
+        data[_SCORE], data[_REASONS] = urgency, reasons
         return doc
 
     def measure_joined(self, joined: JoinedDoc) -> list[tuple[float, list[str]]]:
