@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy
 from numpy.typing import NDArray
-from spacy.attrs import IDX, NORM
+from spacy.attrs import IDX, IS_SPACE, NORM
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -37,7 +37,8 @@ class JoinedDoc:
     offsets: list[int]  # where each text starts in the doc's text
     starts: list[int]  # each text's first token
     ends: list[int]  # each text's end token (its separator's)
-    norms: NDArray[numpy.uint64]  # every token's NORM
+    norms: NDArray[numpy.uint64]  # the NORM of every word (every token but whitespace)
+    word_spans: list[tuple[int, int]]  # where each text's words are in ``norms``
 
     def split(self, matches: Sequence[Match]) -> list[list[Match]]:
         """The matches over the doc, each given to its text; one on a separator is none."""
@@ -52,10 +53,10 @@ class JoinedDoc:
                 out[i].append(match)
         return out
 
-    def norm_arrays(self) -> list[NDArray[numpy.uint64]]:
-        """Each text's NORMs, as slices of a fresh copy."""
-        norms = self.norms.copy()
-        return [norms[start:end] for start, end in zip(self.starts, self.ends, strict=True)]
+    def word_norms(self) -> list[NDArray[numpy.uint64]]:
+        """Each text's words' NORMs (:func:`nlp.pipeline.word_norms`), as views."""
+        norms = self.norms
+        return [norms[start:end] for start, end in self.word_spans]
 
 
 def _alone(text: str) -> bool:
@@ -93,7 +94,7 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
         offsets.append(at)
         at += len(text) + len(SEPARATOR)
     doc = nlp.make_doc(texts[0] if len(texts) == 1 else SEPARATOR.join(texts))
-    columns: Any = doc.to_array([IDX, NORM]).reshape(len(doc), 2)
+    columns: Any = doc.to_array([IDX, NORM, IS_SPACE]).reshape(len(doc), 3)
     if len(texts) == 1:
         starts, ends = [0], [len(doc)]
     else:
@@ -103,5 +104,8 @@ def _joined(nlp: Language, texts: list[str]) -> JoinedDoc:
         starts = numpy.searchsorted(idx, offsets).tolist()
         ends = numpy.searchsorted(idx, [o + len(t) for o, t in zip(offsets, texts, strict=True)],
                                   ).tolist()
-    norms = numpy.ascontiguousarray(columns[:, 1])
-    return JoinedDoc(doc, texts, offsets, starts, ends, norms)
+    words = columns[:, 2] == 0
+    norms = numpy.ascontiguousarray(columns[words, 1])
+    before = numpy.concatenate(([0], numpy.cumsum(words)))  # the words before each token
+    word_spans = list(zip(before[starts].tolist(), before[ends].tolist(), strict=True))
+    return JoinedDoc(doc, texts, offsets, starts, ends, norms, word_spans)

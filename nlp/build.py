@@ -1,7 +1,7 @@
 """Build the trained pipeline from the shipped data, deterministically, when it is missing or stale.
 
 The model directory holds the saved spaCy pipeline and ``city311-model.json``: the hash of the
-training data, seed and configuration it was built from, the sizes of the splits and its dev
+training data and configuration it was built from, the sizes of the splits and its dev
 metrics. ``ensure_model`` rebuilds when that hash differs from the data in the repository, so a
 fresh clone works with no extra step; ``python -m nlp.build`` (``make model``) does it up front.
 """
@@ -28,7 +28,7 @@ from desk.errors import InputError
 from nlp.classifier import SpacyClassifier
 from nlp.data import LabelledText, Question, load_questions, split
 from nlp.pipeline import LANG, PipelineConfig, load_pipeline
-from nlp.train import DEFAULT_SEED, evaluate, train_pipeline
+from nlp.train import evaluate, train_pipeline
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -47,12 +47,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 META_FILE = "city311-model.json"
 # Bump when the code that turns data into a model changes in a way the config does not show.
-FORMAT = 7
+FORMAT = 8
 
 
-def data_hash(questions: Sequence[Question], seed: int, config: PipelineConfig) -> str:
+def data_hash(questions: Sequence[Question], config: PipelineConfig) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "seed": seed, "config": config.as_dict(),
+    h.update(json.dumps({"format": FORMAT, "config": config.as_dict(),
                          "spacy": about.__version__, "lang": LANG}, sort_keys=True).encode())
     for q in sorted(questions, key=lambda q: q.id):
         h.update(json.dumps([q.id, q.text, list(q.topics)]).encode())
@@ -91,20 +91,18 @@ def build_model(
     questions: Sequence[Question] | None = None,
     *,
     extra: Sequence[LabelledText] = (),
-    seed: int = DEFAULT_SEED,
     config: PipelineConfig | None = None,
 ) -> SpacyClassifier:
     """Train on the shipped data (plus ``extra``), save to ``model_dir`` and return it."""
     config = config or PipelineConfig()
     questions = list(questions) if questions is not None else load_questions()
     started = time.perf_counter()
-    classifier = train_pipeline(questions, extra, config=config, seed=seed)
+    classifier = train_pipeline(questions, extra, config=config)
     metrics = evaluate(classifier, questions)
     train, dev = split(questions)
     meta = {
         "format": FORMAT,
-        "hash": data_hash(questions, seed, config),
-        "seed": seed,
+        "hash": data_hash(questions, config),
         "config": config.as_dict(),
         "n_train": len(train),
         "n_dev": len(dev),
@@ -132,8 +130,6 @@ def load_model(model_dir: Path) -> SpacyClassifier:
             f"--model-dir {model_dir}` to add the reviewers' corrections")
     known = PipelineConfig.__dataclass_fields__
     raw = {k: v for k, v in (meta.get("config") or {}).items() if k in known}
-    if "rank_targets" in raw:
-        raw["rank_targets"] = tuple(raw["rank_targets"])
     return SpacyClassifier(load_pipeline(model_dir), PipelineConfig(**raw), meta)
 
 
@@ -142,23 +138,23 @@ def _writable(directory: Path) -> bool:
     return os.access(probe, os.W_OK)
 
 
-def ensure_model(model_dir: Path | None = None, *, seed: int = DEFAULT_SEED) -> Path:
+def ensure_model(model_dir: Path | None = None) -> Path:
     """The directory of an up-to-date model, building it first when needed.
 
-    With no ``model_dir`` the default one inside the package is rebuilt whenever the shipped data,
-    seed or configuration changed (a model retrained with corrections on the same data is kept).
+    With no ``model_dir`` the default one inside the package is rebuilt whenever the shipped data
+    or configuration changed (a model retrained with corrections on the same data is kept).
     An explicit directory is only built when it holds no model yet.
     """
     if model_dir is not None:
-        return _built(model_dir, None, seed)
+        return _built(model_dir, None)
     target = DEFAULT_MODEL_DIR
     if not _writable(target):
         target = Path(tempfile.gettempdir()) / "city311-nlp-model"
     questions = load_questions()
-    return _built(target, data_hash(questions, seed, PipelineConfig()), seed, questions)
+    return _built(target, data_hash(questions, PipelineConfig()), questions)
 
 
-def _built(target: Path, wanted: str | None, seed: int,
+def _built(target: Path, wanted: str | None,
            questions: Sequence[Question] | None = None) -> Path:
     """``target`` once it holds a model (built from ``wanted`` data, when given)."""
     if _current(target, wanted):
@@ -169,7 +165,7 @@ def _built(target: Path, wanted: str | None, seed: int,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _current(target, wanted):
             log.info("building the topic model in %s", target)
-            build_model(target, questions, seed=seed)
+            build_model(target, questions)
     return target
 
 

@@ -12,7 +12,7 @@ from spacy.language import Language
 from desk.ports import TOPICS, Classification, Entity, TopicScore
 from nlp.batch import JoinedDoc, join
 from nlp.entities import ENTITY_COMPONENT, EntityFinder
-from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, TopicCategorizer, bow_predictor
+from nlp.pipeline import LABELS, TOPIC_CLASSIFIER, PipelineConfig, TopicClassifier
 from nlp.topic_prior import PRIOR_COMPONENT, TopicPrior
 from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
@@ -92,14 +92,10 @@ class SpacyClassifier:
         self.nlp = nlp
         self.config = config
         self.meta = meta or {}
-        textcat = _component(nlp, TEXTCAT, TopicCategorizer)
-        self._predict = bow_predictor(textcat.model)
-        labels = list(textcat.labels)
-        missing = [label for label in (*TOPICS, *LEAD_LABELS) if label not in labels]
-        if missing:
-            raise ValueError(f"the topic classifier has no label {missing[0]!r}: rebuild the model")
-        self._topic_columns = [labels.index(t) for t in TOPICS]
-        self._lead_columns = [labels.index(t) for t in LEAD_LABELS]
+        model = _component(nlp, TOPIC_CLASSIFIER, TopicClassifier).trained()
+        if model.labels != LABELS:
+            raise ValueError(f"the topic classifier's labels are not {LABELS}: rebuild the model")
+        self._predict = model.predict
         self._prior = _component(nlp, PRIOR_COMPONENT, TopicPrior)
         self._entities = _component(nlp, ENTITY_COMPONENT, EntityFinder)
         self._urgency = _component(nlp, URGENCY_COMPONENT, UrgencyDetector)
@@ -145,9 +141,10 @@ class SpacyClassifier:
         """The final topic scores of each text of ``joined`` (a row per text, a column per
         topic in the order of ``TOPICS``), its lead heads' scores (None for a text without
         words) and its number of topic cues."""
-        learned = self._predict(joined.norm_arrays())
+        learned = self._predict(joined.word_norms())
+        n = len(TOPICS)
         return self._prior.blend(self._prior.hits_joined(joined), joined.texts,
-                                 learned[:, self._topic_columns], learned[:, self._lead_columns])
+                                 learned[:, :n], learned[:, n:])
 
     def _topic_scores(self, joined: JoinedDoc,
                       ) -> list[tuple[dict[str, float], list[float] | None]]:

@@ -1,9 +1,9 @@
 """The entity component: US places and states, money, dates, federal programs, agencies, orgs.
 
 Everything is a :class:`~spacy.matcher.PhraseMatcher` lookup or a regular expression over the
-whole text, mapped back to token spans: no per-token Python loop, so it keeps up with the
-bag-of-words classifier. Each entity carries a normalised value in ``doc._.entity_values``
-(keyed by character offsets): ``"2500000"`` for ``$2.5 million``, ``"Springfield, OR"`` for a place,
+whole text, mapped back to token spans: no per-token Python loop, so it keeps up with the topic
+classifier. Each entity carries a normalised value in ``doc._.entity_values`` (keyed by character
+offsets): ``"2500000"`` for ``$2.5 million``, ``"Springfield, OR"`` for a place,
 ``"2025-03-14"`` for a date, the canonical acronym for a program.
 
 State postal codes that are also English words (IN, OR, ME, OK, HI, OH...) count only right after

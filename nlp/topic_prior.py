@@ -3,9 +3,9 @@
 The training questions are a few hundred per topic; real questions use words they never did
 ("tornado", "splash pad"). Each topic's cue list (:data:`nlp.lexicon.TOPIC_CUES`) is matched on
 stems, acronyms exactly as written; a topic with ``n`` cue hits gets ``n / (n + saturation)`` and
-the final score is ``(1 - weight) * classifier + weight * cues``, still 0..1. It runs after
-``textcat_multilabel`` and rewrites ``doc.cats`` with the ten topics alone; the classifier's lead
-heads (see :mod:`nlp.pipeline`) go to ``doc._.topic_lead``, in the order of ``TOPICS``.
+the final score is ``(1 - weight) * classifier + weight * cues``, still 0..1. It runs after the
+topic classifier and rewrites ``doc.cats`` with the ten topics alone; the classifier's lead heads
+(see :mod:`nlp.pipeline`) go to ``doc._.topic_lead``, in the order of ``TOPICS``.
 """
 
 from __future__ import annotations
@@ -94,9 +94,8 @@ class TopicPrior:
         column per topic in the order of ``TOPICS``) blended with its cue hits; each text's lead
         heads' scores (rows of ``leads``, in the same order), and its number of cues.
 
-        A text without words has no topic and no lead: spaCy's textcat scores zero only a batch
-        of empty docs, and "" among other texts, or blanks (a whitespace token), would get its
-        bias."""
+        A text without words has no topic and no lead: the classifier would give it its
+        intercepts, the scores of a text with no word it knows."""
         found = numpy.array(hits, dtype="f8").reshape(len(texts), len(TOPICS))
         learned = numpy.asarray(topics, dtype="f8")
         blank = [i for i, text in enumerate(texts) if not text.strip()]

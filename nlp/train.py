@@ -3,28 +3,34 @@
 ``train_pipeline`` trains on the train split of the labelled questions plus any extra examples
 (reviewer corrections: objects with ``.text`` and ``.topics``); extra examples never enter the dev
 split. ``evaluate`` reports per-topic precision/recall/F1, micro and macro averages and top-1
-accuracy on the dev split. Training is deterministic: same data, same seed, same model.
+accuracy on the dev split. Training is deterministic: the same data gives the same model
+(:mod:`nlp.topic_model` fits to the optimum; there is no seed).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from spacy.language import Language
-from spacy.training import Example
-from thinc.api import Adam, fix_random_seed
+import numpy
+from numpy.typing import NDArray
 
 from desk.ports import TOPICS
 from nlp.classifier import SpacyClassifier
 from nlp.data import LabelledText, Question, split
-from nlp.pipeline import LEAD_LABELS, TEXTCAT, PipelineConfig, make_pipeline
+from nlp.pipeline import (
+    LABELS,
+    TOPIC_CLASSIFIER,
+    PipelineConfig,
+    TopicClassifier,
+    make_pipeline,
+    word_norms,
+)
+from nlp.topic_model import TopicModel
 
 __all__ = [
-    "DEFAULT_SEED",
     "Metrics",
     "TopicMetrics",
     "compute_metrics",
@@ -34,8 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SEED = 311
 
 
 @dataclass(frozen=True)
@@ -108,19 +112,15 @@ def compute_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[
     )
 
 
-def _cats(topics: Sequence[str], config: PipelineConfig) -> dict[str, float]:
-    """Soft targets for the listed topics by rank; the lead heads learn which one is first."""
-    cats = dict.fromkeys(TOPICS + LEAD_LABELS, 0.0)
-    for rank, topic in enumerate(topics[:3]):
-        cats[topic] = config.rank_targets[rank]
-    cats[LEAD_LABELS[TOPICS.index(topics[0])]] = 1.0
-    return cats
-
-
-def _accept_soft_targets(examples: Iterable[Example]) -> None:
-    for eg in examples:
-        if any(not 0.0 <= v <= 1.0 for v in eg.reference.cats.values()):
-            raise ValueError("topic targets must lie in [0, 1]")
+def _targets(topic_lists: Sequence[Sequence[str]]) -> NDArray[numpy.float64]:
+    """A row per text, a column per label (``LABELS``): 1 for each listed topic, and for the lead
+    head of the one listed first."""
+    targets = numpy.zeros((len(topic_lists), len(LABELS)))
+    for row, topics in enumerate(topic_lists):
+        for topic in topics[:3]:
+            targets[row, TOPICS.index(topic)] = 1.0
+        targets[row, len(TOPICS) + TOPICS.index(topics[0])] = 1.0
+    return targets
 
 
 def train_pipeline(
@@ -128,33 +128,19 @@ def train_pipeline(
     extra: Iterable[LabelledText] = (),
     *,
     config: PipelineConfig | None = None,
-    seed: int = DEFAULT_SEED,
 ) -> SpacyClassifier:
     """Train on the train split of ``questions`` plus all of ``extra``."""
     config = config or PipelineConfig()
     train, _dev = split(questions)
     texts: list[tuple[str, Sequence[str]]] = [(q.text, q.topics) for q in train]
     texts += [(e.text, list(e.topics)) for e in extra if e.text.strip() and e.topics]
-    fix_random_seed(seed)
-    nlp: Language = make_pipeline(config)
-    examples = [Example.from_dict(nlp.make_doc(text), {"cats": _cats(topics, config)})
-                for text, topics in texts]
-    # Soft targets (the 2nd and 3rd topic below 1.0) teach the ranking, but spaCy's check only
-    # allows 0/1. The loss itself is plain BCE and is fine with them; skip the check in training.
-    textcat: Any = nlp.get_pipe(TEXTCAT)
-    textcat._validate_categories = _accept_soft_targets
-    with nlp.select_pipes(enable=[TEXTCAT]):  # the others have nothing to learn
-        nlp.initialize(lambda: examples)
-        optimizer = Adam(config.learn_rate, L2=config.l2)
-        rng = random.Random(seed)
-        for epoch in range(config.epochs):
-            rng.shuffle(examples)
-            losses: dict[str, float] = {}
-            size = config.batch_size
-            for batch in (examples[i:i + size] for i in range(0, len(examples), size)):
-                nlp.update(batch, drop=config.dropout, sgd=optimizer, losses=losses)
-            log.debug("epoch %d loss %.4f", epoch, losses.get(TEXTCAT, 0.0))
-    log.info("trained on %d examples (%d extra)", len(examples), len(examples) - len(train))
+    nlp = make_pipeline(config)
+    component = nlp.get_pipe(TOPIC_CLASSIFIER)
+    if not isinstance(component, TopicClassifier):
+        raise TypeError(f"the pipeline's {TOPIC_CLASSIFIER!r} is a {type(component).__name__}")
+    component.model = TopicModel.fit([word_norms(nlp.make_doc(text)) for text, _ in texts],
+                                     _targets([topics for _, topics in texts]), LABELS, config.c)
+    log.info("trained on %d examples (%d extra)", len(texts), len(texts) - len(train))
     return SpacyClassifier(nlp, config)
 
 
@@ -169,11 +155,9 @@ def retrain(
     questions: Sequence[Question],
     corrections: Sequence[LabelledText],
     current: SpacyClassifier,
-    *,
-    seed: int = DEFAULT_SEED,
 ) -> tuple[SpacyClassifier, Metrics, Metrics]:
     """Retrain with the corrections; return the new classifier and dev metrics before/after."""
     before = evaluate(current, questions)
-    new = train_pipeline(questions, corrections, config=current.config, seed=seed)
+    new = train_pipeline(questions, corrections, config=current.config)
     after = evaluate(new, questions)
     return new, before, after

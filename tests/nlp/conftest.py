@@ -28,11 +28,11 @@ def classifier(model_dir: Path) -> SpacyClassifier:
 def small_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quickly trained model, for commands that retrain with the model's own settings."""
     path = tmp_path_factory.mktemp("nlp") / "small-model"
-    build_model(path, load_questions()[::3], config=PipelineConfig(epochs=2))
+    build_model(path, load_questions()[::3])
     return path
 
 
 @pytest.fixture(scope="session")
 def untrained() -> spacy.language.Language:
     """Entities and urgency only: no training needed."""
-    return make_pipeline(PipelineConfig(), with_textcat=False)
+    return make_pipeline(PipelineConfig(), with_topics=False)

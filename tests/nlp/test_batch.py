@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from nlp.batch import join
 from nlp.classifier import SpacyClassifier
 from nlp.data import read_jsonl
-from nlp.pipeline import bow_predictor
+from nlp.pipeline import TOPIC_CLASSIFIER, TopicClassifier, word_norms
 from tests.nlp.test_classifier import SANITY
 from tests.nlp.test_fast_paths import TRICKY
 
@@ -44,7 +44,7 @@ def test_each_text_gets_the_tokens_it_gets_alone(classifier: SpacyClassifier,
             tokens = doc[joined.starts[i]:joined.ends[i]]
             offset = joined.offsets[i]
             assert [(t.text, t.idx - offset) for t in tokens] == [(t.text, t.idx) for t in alone]
-            assert joined.norm_arrays()[i].tolist() == [t.norm for t in alone]
+            assert joined.word_norms()[i].tolist() == [t.norm for t in alone if not t.is_space]
             seen.append(text)
     assert seen == texts
 
@@ -58,10 +58,12 @@ def test_a_batch_is_one_doc_and_a_text_with_outer_whitespace_is_alone(
 
 def test_the_classifier_scores_a_batch_as_each_doc(classifier: SpacyClassifier) -> None:
     texts = [q.text for q in read_jsonl(SANITY)] + [t for t in TRICKY if t.strip()]
-    model = classifier.nlp.get_pipe("textcat_multilabel").model
-    predict = bow_predictor(model)
-    batched = numpy.concatenate([predict(j.norm_arrays()) for j in join(classifier.nlp, texts)])
-    alone = model.predict([classifier.nlp.make_doc(t) for t in texts])
+    component = classifier.nlp.get_pipe(TOPIC_CLASSIFIER)
+    assert isinstance(component, TopicClassifier)
+    model = component.trained()
+    batched = numpy.concatenate([model.predict(j.word_norms())
+                                 for j in join(classifier.nlp, texts)])
+    alone = [model.predict([word_norms(classifier.nlp.make_doc(t))])[0] for t in texts]
     assert batched.tolist() == numpy.asarray(alone).tolist()
 
 

@@ -11,14 +11,11 @@ import pytest
 import spacy
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from spacy.attrs import NORM
 from spacy.language import Language
-from spacy.ml.extract_ngrams import extract_ngrams
 
 from nlp import entities
 from nlp.classifier import SpacyClassifier, select_topics
 from nlp.data import read_jsonl
-from nlp.pipeline import extract_unigrams
 from tests.nlp.test_classifier import SANITY
 
 # Texts where the shortcuts matter: contractions (the tokenizer's special cases) before words
@@ -135,15 +132,3 @@ def test_place_patterns_match_the_plain_ones(untrained: Language, text: str) -> 
             plain_place_state.finditer(text, start))
 
 
-def test_unigram_features_are_spacys(classifier: SpacyClassifier) -> None:
-    """The batch feature extraction gives what spaCy's ``extract_ngrams(1, NORM)`` gives, in the
-    same order (the classifier sums in that order, so the scores depend on it)."""
-    nlp = classifier.nlp
-    # Neighbours that share their last and first key ("budget", "budget") test the doc bounds.
-    texts = [*TRICKY, "", "a a a b", "budget", "budget", "budget budget", "", *TRICKY[:3]]
-    docs = [nlp.make_doc(t) for t in texts]
-    ours, _ = extract_unigrams()(docs, is_train=False)
-    theirs, _ = extract_ngrams(1, attr=NORM)(docs, is_train=False)
-    for mine, spacys in zip(ours, theirs, strict=True):
-        assert mine.dtype == spacys.dtype
-        assert mine.tolist() == spacys.tolist()

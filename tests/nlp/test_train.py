@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nlp.data import Question, is_dev, load_questions, split
-from nlp.pipeline import PipelineConfig, stem
+from nlp.pipeline import stem
 from nlp.train import compute_metrics, retrain, train_pipeline
 
 
@@ -49,8 +49,7 @@ def test_stems_join_word_forms() -> None:
 
 def test_corrections_change_the_model() -> None:
     questions = load_questions()[::5]
-    config = PipelineConfig(epochs=3)
-    base = train_pipeline(questions, config=config)
+    base = train_pipeline(questions)
     text = "Zorbling the quibbleworth at the municipal fleem"
     fixes = [Fix(text, ["community_services"])] * 8
     new, before, after = retrain(questions, fixes, base)
