@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+import numpy
 from numpy.typing import NDArray
 from spacy.language import Language
 
@@ -13,21 +14,15 @@ from desk.ports import TOPICS, Classification, Entity, TopicScore
 from nlp.batch import JoinedDoc, join
 from nlp.entities import ENTITY_COMPONENT, EntityFinder
 from nlp.pipeline import LABELS, TOPIC_CLASSIFIER, PipelineConfig, TopicClassifier
-from nlp.topic_prior import PRIOR_COMPONENT, TopicPrior
+from nlp.topic_prior import PRIOR_COMPONENT, Blended, TopicPrior
 from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
 __all__ = ["SpacyClassifier", "select_topics"]
 
 _BATCH = 256
 _T = TypeVar("_T")
-_INDEX = {topic: i for i, topic in enumerate(TOPICS)}
 _BY_ID = tuple(sorted(TOPICS))
-
-
-def _ranked(scores: dict[str, float]) -> list[str]:
-    """Every topic by score, best first, ties by topic id (the sort is stable, also in
-    reverse, and its input is in id order); ``scores`` has every topic."""
-    return sorted(_BY_ID, key=scores.__getitem__, reverse=True)
+_ID_COLUMNS = [TOPICS.index(t) for t in _BY_ID]  # the columns of ``TOPICS`` order, by id
 
 
 def select_topics(scores: Mapping[str, float], config: PipelineConfig,
@@ -36,37 +31,45 @@ def select_topics(scores: Mapping[str, float], config: PipelineConfig,
     when they are both reasonably likely on their own and not far behind the best. With the
     lead heads' scores (in the order of ``TOPICS``), the chosen ones are then ordered by
     ``score + lead_weight * lead``."""
-    return _choose({t: float(scores.get(t, 0.0)) for t in TOPICS}, config, lead)[1]
+    row = numpy.array([[float(scores.get(t, 0.0)) for t in TOPICS]])
+    leads = None if lead is None else numpy.array([lead], dtype=numpy.float64)
+    return _choose(row, leads, numpy.array([lead is not None]), config).chosen[0]
 
 
-def _choose(scores: dict[str, float], config: PipelineConfig, lead: Sequence[float] | None,
-            ) -> tuple[list[str], list[str]]:
-    """Every topic ranked by score, and the chosen ones in their final order."""
-    ranked = _ranked(scores)
-    return ranked, _lead_first(_select(ranked, scores, config), scores, lead, config)
+class _Choice(NamedTuple):
+    chosen: list[list[str]]  # each text's topics, in their final order
+    ranked: list[list[str]]  # each text's three best topics by score
+    best: list[float]  # each text's best score
 
 
-def _select(ranked: Sequence[str], scores: dict[str, float], config: PipelineConfig,
-            ) -> list[str]:
-    best = scores[ranked[0]]
-    chosen = [ranked[0]]
-    for topic in ranked[1:3]:
-        s = scores[topic]
-        if s >= config.second_min and s >= config.second_rel * best:
-            chosen.append(topic)
-        else:
-            break
-    return chosen
-
-
-def _lead_first(chosen: list[str], scores: dict[str, float], lead: Sequence[float] | None,
-                config: PipelineConfig) -> list[str]:
-    weight = config.lead_weight
-    if lead is None or len(chosen) < 2 or weight <= 0.0:
-        return chosen
-    # Stable: a tie keeps the order of the scores.
-    return sorted(chosen, key=lambda t: scores[t] + weight * lead[_INDEX[t]],
-                  reverse=True)
+def _choose(scores: NDArray[numpy.float64], leads: NDArray[numpy.float64] | None,
+            has_lead: NDArray[numpy.bool_], config: PipelineConfig) -> _Choice:
+    """:func:`select_topics` for a batch: scores and leads a row per text, a column per topic in
+    the order of ``TOPICS``; a text whose ``has_lead`` is False is ordered by score alone."""
+    by_id = scores[:, _ID_COLUMNS]
+    # Best first, ties by topic id: a stable sort, with the columns in id order.
+    order = numpy.argsort(-by_id, axis=1, kind="stable")[:, :3]
+    top = numpy.take_along_axis(by_id, order, axis=1)
+    best = top[:, :1]
+    likely = (top[:, 1:] >= config.second_min) & (top[:, 1:] >= config.second_rel * best)
+    second = likely[:, 0]
+    third = second & likely[:, 1]
+    final = order
+    reorder = second & has_lead
+    if leads is not None and config.lead_weight > 0.0 and reorder.any():
+        key = top + config.lead_weight * numpy.take_along_axis(leads[:, _ID_COLUMNS], order,
+                                                               axis=1)
+        key[~second, 1] = -numpy.inf  # not chosen: last
+        key[~third, 2] = -numpy.inf
+        # Stable again: a tie keeps the order of the scores.
+        moved = numpy.argsort(-key[reorder], axis=1, kind="stable")
+        final = order.copy()
+        final[reorder] = numpy.take_along_axis(order[reorder], moved, axis=1)
+    counts = (1 + second + third).tolist()
+    return _Choice([[_BY_ID[i] for i in row[:k]] for row, k in zip(final.tolist(), counts,
+                                                                    strict=True)],
+                   [[_BY_ID[i] for i in row] for row in order.tolist()],
+                   best[:, 0].tolist())
 
 
 def _component(nlp: Language, name: str, kind: type[_T]) -> _T:
@@ -108,13 +111,12 @@ class SpacyClassifier:
 
     def scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Topic scores only (entities and urgency skipped)."""
-        return [scores for scores, _lead in self._each_joined(texts, self._topic_scores)]
+        return self._each_joined(texts, self._topic_scores)
 
     def topic_lists(self, texts: Sequence[str]) -> list[list[str]]:
         """The topics :func:`select_topics` chooses and orders for each text (entities and
         urgency skipped), for evaluation: what a case gets unless it goes to triage."""
-        return [_choose(scores, self.config, lead)[1]
-                for scores, lead in self._each_joined(texts, self._topic_scores)]
+        return self._each_joined(texts, self._topic_lists)
 
     def _each_joined(self, texts: Sequence[str], step: Callable[[JoinedDoc], list[_T]],
                      ) -> list[_T]:
@@ -136,33 +138,34 @@ class SpacyClassifier:
             if was_enabled:
                 gc.enable()
 
-    def _topics(self, joined: JoinedDoc) -> tuple[NDArray[Any], list[list[float] | None],
-                                                  list[int]]:
-        """The final topic scores of each text of ``joined`` (a row per text, a column per
-        topic in the order of ``TOPICS``), its lead heads' scores (None for a text without
-        words) and its number of topic cues."""
+    def _topics(self, joined: JoinedDoc) -> Blended:
+        """The final topic scores of the texts of ``joined``, their lead heads' scores and
+        their numbers of topic cues."""
         learned = self._predict(joined.word_norms())
         n = len(TOPICS)
         return self._prior.blend(self._prior.hits_joined(joined), joined.texts,
                                  learned[:, :n], learned[:, n:])
 
-    def _topic_scores(self, joined: JoinedDoc,
-                      ) -> list[tuple[dict[str, float], list[float] | None]]:
-        scores, leads, _cues = self._topics(joined)
-        return [(dict(zip(TOPICS, row, strict=True)), lead)
-                for row, lead in zip(scores.tolist(), leads, strict=True)]
+    def _topic_scores(self, joined: JoinedDoc) -> list[dict[str, float]]:
+        return [dict(zip(TOPICS, row, strict=True))
+                for row in self._topics(joined).scores.tolist()]
+
+    def _topic_lists(self, joined: JoinedDoc) -> list[list[str]]:
+        blended = self._topics(joined)
+        return _choose(blended.scores, blended.leads, blended.has_lead, self.config).chosen
 
     def _classify_joined(self, joined: JoinedDoc) -> list[Classification]:
-        scores, leads, cues = self._topics(joined)
+        blended = self._topics(joined)
+        choice = _choose(blended.scores, blended.leads, blended.has_lead, self.config)
         out = []
-        for text, row, lead, n_cues, found, (urgency, reasons) in zip(
-                joined.texts, scores.tolist(), leads, cues, self._entities.find_joined(joined),
+        for text, row, chosen, ranked, best, n_cues, found, (urgency, reasons) in zip(
+                joined.texts, blended.scores.tolist(), choice.chosen, choice.ranked, choice.best,
+                blended.cues, self._entities.find_joined(joined),
                 self._urgency.measure_joined(joined), strict=True):
             topic_scores = dict(zip(TOPICS, row, strict=True))
-            ranked, chosen = _choose(topic_scores, self.config, lead)
-            triage = self.needs_triage(topic_scores[ranked[0]], n_cues)
+            triage = self.needs_triage(best, n_cues)
             if triage:  # nothing stands out: offer the reviewer the three best guesses
-                chosen = ranked[:3]
+                chosen = ranked
             out.append(Classification(
                 topics=[TopicScore(t, topic_scores[t]) for t in chosen],
                 scores=topic_scores,

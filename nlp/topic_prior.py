@@ -11,7 +11,7 @@ topic classifier and rewrites ``doc.cats`` with the ten topics alone; the classi
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy
 from numpy.typing import NDArray
@@ -25,7 +25,7 @@ from nlp.doctext import data_of, ext_key, pattern_doc, text_of
 from nlp.lexicon import TOPIC_CUES
 from nlp.stems import stem
 
-__all__ = ["LEAD_LABELS", "PRIOR_COMPONENT", "TopicPrior"]
+__all__ = ["LEAD_LABELS", "PRIOR_COMPONENT", "Blended", "TopicPrior"]
 
 PRIOR_COMPONENT = "city311_topic_prior"
 LEAD_LABELS = tuple(f"lead:{topic}" for topic in TOPICS)  # the classifier's lead heads
@@ -36,6 +36,17 @@ _CUES = ext_key("topic_cues")
 if not Doc.has_extension("topic_lead"):
     Doc.set_extension("topic_lead", default=None)  # the lead heads' scores, or None
 _LEAD = ext_key("topic_lead")
+
+
+class Blended(NamedTuple):
+    """A batch's final topic scores (a row per text, a column per topic in the order of
+    ``TOPICS``), its lead heads' scores (the same shape, or None), whether each text has a lead
+    (a text without words has none), and each text's number of topic cues."""
+
+    scores: NDArray[numpy.float64]
+    leads: NDArray[numpy.float64] | None
+    has_lead: NDArray[numpy.bool_]
+    cues: list[int]
 
 
 def _is_acronym(cue: str) -> bool:
@@ -57,42 +68,50 @@ class TopicPrior:
         self.saturation = saturation
         self.stems = PhraseMatcher(nlp.vocab, attr="NORM")
         self.exact = PhraseMatcher(nlp.vocab, attr="ORTH")
-        self.topic_of: dict[int, str] = {}
+        topic_of: dict[int, int] = {}
         for topic, cues in TOPIC_CUES.items():
-            key = nlp.vocab.strings.add(f"cue|{topic}")
-            self.topic_of[key] = topic
+            topic_of[nlp.vocab.strings.add(f"cue|{topic}")] = TOPICS.index(topic)
             exact = [pattern_doc(nlp, c) for c in cues if _is_acronym(c)]
             stems = [_stemmed(pattern_doc(nlp, c)) for c in cues if not _is_acronym(c)]
             if exact:
                 self.exact.add(f"cue|{topic}", exact)
             if stems:
                 self.stems.add(f"cue|{topic}", stems)
-        self.index_of = {key: TOPICS.index(topic) for key, topic in self.topic_of.items()}
+        # The matcher's keys, sorted, and the index in ``TOPICS`` of each.
+        self._keys = numpy.array(sorted(topic_of), dtype=numpy.uint64)
+        self._topics = numpy.array([topic_of[key] for key in sorted(topic_of)], dtype=numpy.intp)
 
-    def _hits(self, doc: Doc) -> list[int]:
-        """Cue hits per topic, in the order of ``TOPICS``."""
-        return self._count(self._matches(doc))
+    def _hits(self, doc: Doc) -> NDArray[numpy.int64]:
+        """Cue hits per topic, in the order of ``TOPICS``: one row."""
+        return self._count(self._matches(doc), [0], [len(doc)])
 
-    def hits_joined(self, joined: JoinedDoc) -> list[list[int]]:
-        """Cue hits per topic of each text of ``joined``."""
-        return [self._count(matches) for matches in joined.split(self._matches(joined.doc))]
+    def hits_joined(self, joined: JoinedDoc) -> NDArray[numpy.int64]:
+        """Cue hits per topic of each text of ``joined``: a row per text."""
+        return self._count(self._matches(joined.doc), joined.starts, joined.ends)
 
     def _matches(self, doc: Doc) -> list[Match]:
         return self.stems(doc) + self.exact(doc)
 
-    def _count(self, matches: Sequence[Match]) -> list[int]:
-        hits = [0] * len(TOPICS)
-        index_of = self.index_of
-        for match in matches:
-            hits[index_of[match[0]]] += 1
+    def _count(self, matches: Sequence[Match], starts: Sequence[int], ends: Sequence[int],
+               ) -> NDArray[numpy.int64]:
+        """The hits of texts whose tokens run from ``starts[i]`` to ``ends[i]``, counted at once
+        for all of them; a match that runs on past its text's end (over a separator) is none, as
+        in :meth:`JoinedDoc.split`."""
+        hits = numpy.zeros((len(starts), len(TOPICS)), dtype=numpy.int64)
+        if matches:
+            found = numpy.array(matches, dtype=numpy.uint64)  # match keys are 64-bit hashes
+            first, end = found[:, 1].astype(numpy.intp), found[:, 2].astype(numpy.intp)
+            text = numpy.searchsorted(numpy.asarray(starts), first, side="right") - 1
+            kept = end <= numpy.asarray(ends)[text]
+            topic = self._topics[numpy.searchsorted(self._keys, found[kept, 0])]
+            numpy.add.at(hits, (text[kept], topic), 1)
         return hits
 
-    def blend(self, hits: Sequence[Sequence[int]], texts: Sequence[str], topics: NDArray[Any],
-              leads: NDArray[Any] | None,
-              ) -> tuple[NDArray[Any], list[list[float] | None], list[int]]:
+    def blend(self, hits: NDArray[numpy.int64], texts: Sequence[str], topics: NDArray[Any],
+              leads: NDArray[Any] | None) -> Blended:
         """The final topic scores of a batch: its classifier scores (one row per text, one
-        column per topic in the order of ``TOPICS``) blended with its cue hits; each text's lead
-        heads' scores (rows of ``leads``, in the same order), and its number of cues.
+        column per topic in the order of ``TOPICS``) blended with its cue hits, beside the lead
+        heads' scores (rows of ``leads``, in the same order).
 
         A text without words has no topic and no lead: the classifier would give it its
         intercepts, the scores of a text with no word it knows."""
@@ -106,23 +125,22 @@ class TopicPrior:
         # The operations of ``keep * learned + w * n / (n + sat)`` one by one, as Python would
         # do them on floats: the batch gives the same scores as one doc at a time.
         scores = (1.0 - w) * learned + w * found / (found + self.saturation)
-        lead_rows: list[list[float] | None] = (
-            numpy.asarray(leads, dtype="f8").tolist() if leads is not None else [None] * len(texts))
-        for i in blank:
-            lead_rows[i] = None
-        return scores, lead_rows, found.sum(axis=1).astype(int).tolist()
+        has_lead = numpy.full(len(texts), leads is not None)
+        has_lead[blank] = False
+        return Blended(scores, None if leads is None else numpy.asarray(leads, dtype="f8"),
+                       has_lead, found.sum(axis=1).astype(int).tolist())
 
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
         learned = numpy.array([[float(cats.get(t, 0.0)) for t in TOPICS]])
         leads = (numpy.array([[float(cats[label]) for label in LEAD_LABELS]])
                  if LEAD_LABELS[0] in cats else None)
-        scores, lead_rows, cues = self.blend([self._hits(doc)], [text_of(doc)], learned, leads)
+        blended = self.blend(self._hits(doc), [text_of(doc)], learned, leads)
         data = data_of(doc)
-        data[_CUES] = cues[0]
-        if lead_rows[0] is not None:
-            data[_LEAD] = lead_rows[0]
-        doc.cats = dict(zip(TOPICS, scores[0].tolist(), strict=True))
+        data[_CUES] = blended.cues[0]
+        if blended.leads is not None and blended.has_lead[0]:
+            data[_LEAD] = blended.leads[0].tolist()
+        doc.cats = dict(zip(TOPICS, blended.scores[0].tolist(), strict=True))
         return doc
 
     # Rebuilt from the shipped cue lists: nothing to save or load.

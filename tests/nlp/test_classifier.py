@@ -8,13 +8,16 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from desk.errors import InputError
 from desk.ports import TOPICS, Classifier
 from nlp import load_classifier
 from nlp.build import FORMAT, build_model, data_hash, load_model, read_meta
-from nlp.classifier import SpacyClassifier, select_topics
+from nlp.classifier import SpacyClassifier, _choose, select_topics
 from nlp.data import load_questions, read_jsonl, split
 from nlp.pipeline import PipelineConfig
 from nlp.train import compute_metrics, evaluate
@@ -137,6 +140,46 @@ def test_lead_heads_order_the_chosen_topics_and_never_choose_one() -> None:
                                                                        "public_safety"]
     assert select_topics(scores, dataclasses.replace(config, lead_weight=0.0),
                          lead(public_safety=1.0)) == ["budget_finance", "public_safety"]
+
+
+def _rule(scores: dict[str, float], config: PipelineConfig, lead: list[float] | None,
+          ) -> tuple[list[str], list[str]]:
+    """The choice, stated plainly: the three best by score (ties by id); the best, then the next
+    while each is both >= second_min and >= second_rel * best; with a lead, the chosen ordered by
+    score + lead_weight * lead (ties keep the score order)."""
+    ranked = sorted(sorted(TOPICS), key=lambda t: -scores[t])
+    chosen = [ranked[0]]
+    for topic in ranked[1:3]:
+        if not (scores[topic] >= config.second_min
+                and scores[topic] >= config.second_rel * scores[ranked[0]]):
+            break
+        chosen.append(topic)
+    if lead is not None and len(chosen) > 1 and config.lead_weight > 0:
+        weight = config.lead_weight
+        chosen = sorted(chosen, key=lambda t: -(scores[t] + weight * lead[TOPICS.index(t)]))
+    return chosen, ranked[:3]
+
+
+_VALUE = st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.35, 0.5, 0.9, 1.0]) | st.floats(0, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.lists(_VALUE, min_size=10, max_size=10),
+                               st.lists(_VALUE, min_size=10, max_size=10), st.booleans()),
+                     min_size=1, max_size=12),
+       weight=st.sampled_from([0.0, 0.5, 1.0]))
+def test_a_batch_chooses_each_text_s_topics_by_the_rule(
+        rows: list[tuple[list[float], list[float], bool]], weight: float) -> None:
+    config = dataclasses.replace(PipelineConfig(), lead_weight=weight)
+    scores = numpy.array([r[0] for r in rows])
+    leads = numpy.array([r[1] for r in rows])
+    choice = _choose(scores, leads, numpy.array([r[2] for r in rows]), config)
+    for i, (row, lead, has_lead) in enumerate(rows):
+        chosen, ranked = _rule(dict(zip(TOPICS, row, strict=True)), config,
+                               lead if has_lead else None)
+        assert choice.chosen[i] == chosen
+        assert choice.ranked[i] == ranked
+        assert choice.best[i] == max(row)
 
 
 def test_lead_heads_put_the_labelled_first_topic_first_more_often(
