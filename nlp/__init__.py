@@ -1,8 +1,9 @@
 """Understanding a question: topics (1-3, best first, scored), entities and urgency.
 
 A spaCy pipeline on ``spacy.blank("en")``: a topic classifier over the ten topic ids (TF-IDF over
-stems and pairs of stems, a logistic regression per topic), trained deterministically from the
-questions in ``nlp/data/`` and blended with hand-written topic cues; an entity component
+stems and pairs of stems, a logistic regression for each topic and for whether it comes first),
+trained deterministically from the questions in ``nlp/data/`` and blended with hand-written topic
+cues; an entity component
 (US places from a shipped gazetteer, money, dates, federal programs, agencies, organisations);
 and an urgency component. ``load_classifier()`` returns a :class:`desk.ports.Classifier`.
 """

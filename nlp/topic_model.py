@@ -115,7 +115,7 @@ def _lengths(x: csr_matrix) -> NDArray[numpy.float32]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, as numpy cannot say ==
 class TopicModel:
     labels: tuple[str, ...]
     keys: U64  # every feature seen in training, sorted
