@@ -43,6 +43,7 @@ from nlp.topic_model import TopicModel
 __all__ = [
     "LABELS",
     "LEAD_LABELS",
+    "TOKENIZER_CACHE",
     "TOPIC_CLASSIFIER",
     "TopicClassifier",
     "PipelineConfig",
@@ -60,6 +61,12 @@ LEAD_LABELS = _prior.LEAD_LABELS
 LABELS = (*TOPICS, *LEAD_LABELS)  # the classifier's outputs, in this order
 LANG = "city311_en"
 _MODEL_FILE = "model.npz"
+# Chunks the tokenizer may cache. spaCy's default, 10,000, is fewer than the distinct chunks of
+# the shipped questions alone: once a service had read that many, every other chunk went through
+# the affix rules each time it came back, and warm classification took half as long again. A
+# cached chunk costs a few hundred bytes (here and in spaCy), so the whole cache at most some tens
+# of MiB.
+TOKENIZER_CACHE = 100_000
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,8 @@ class City311English(English):  # type: ignore[no-untyped-call]
         if self._chunks_tokenizer is not tokenizer:  # a new tokenizer, an empty cache
             self._chunks_tokenizer = tokenizer
             self._chunks_seen = set()
+            if getattr(tokenizer, "max_cache_size", TOKENIZER_CACHE) < TOKENIZER_CACHE:
+                tokenizer.max_cache_size = TOKENIZER_CACHE
         if getattr(self.vocab, "in_memory_zone", False):
             return
         seen = self._chunks_seen

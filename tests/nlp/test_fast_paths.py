@@ -16,6 +16,7 @@ from spacy.language import Language
 from nlp import entities
 from nlp.classifier import SpacyClassifier, select_topics
 from nlp.data import read_jsonl
+from nlp.pipeline import LANG, TOKENIZER_CACHE
 from tests.nlp.test_classifier import SANITY
 
 # Texts where the shortcuts matter: contractions (the tokenizer's special cases) before words
@@ -37,6 +38,19 @@ TRICKY = [
 
 def _tokens(doc: spacy.tokens.Doc) -> list[tuple[str, str, int]]:
     return [(t.text, t.whitespace_, t.idx) for t in doc]
+
+
+def test_the_tokenizer_caches_more_chunks_than_spacys_default() -> None:
+    """spaCy caches 10,000 chunks; a service reads more distinct ones than that, and one left
+    out of the cache goes through the affix rules every time it comes back."""
+    nlp = spacy.blank(LANG)
+    assert nlp.tokenizer.max_cache_size < TOKENIZER_CACHE  # spaCy's own default
+    nlp.make_doc("We're here: " + " ".join(f"w{i}x" for i in range(12_000)))
+    assert nlp.tokenizer.max_cache_size == TOKENIZER_CACHE
+    assert len(nlp._chunks_seen) == 12_002  # every chunk, each tokenized alone once
+    nlp.tokenizer = spacy.blank("en").tokenizer  # a tokenizer set later gets the limit too
+    nlp.make_doc("hello")
+    assert nlp.tokenizer.max_cache_size == TOKENIZER_CACHE
 
 
 def test_make_doc_splits_like_a_fresh_tokenizer(classifier: SpacyClassifier) -> None:
