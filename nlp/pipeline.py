@@ -132,7 +132,7 @@ class City311English(English):  # type: ignore[no-untyped-call]
             self._chunks_tokenizer = tokenizer
             self._chunks_seen = set()
             if getattr(tokenizer, "max_cache_size", TOKENIZER_CACHE) < TOKENIZER_CACHE:
-                tokenizer.max_cache_size = TOKENIZER_CACHE
+                setattr(tokenizer, "max_cache_size", TOKENIZER_CACHE)  # noqa: B010 (typed as a callable)
         if getattr(self.vocab, "in_memory_zone", False):
             return
         seen = self._chunks_seen
