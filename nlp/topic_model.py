@@ -1,9 +1,10 @@
 """The topic model: TF-IDF over stems and pairs of stems, and a logistic regression per label.
 
-A text's features are its tokens' NORMs (our stems, :mod:`nlp.stems`) and each pair of
-neighbouring NORMs, as scikit-learn's ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)``
-weighs them: ``(1 + ln count) * idf``, with the smoothed idf ``ln((1 + n) / (1 + df)) + 1``, the
-row scaled to unit length; features never seen in training are dropped. Each label is a logistic
+A text's features are its words' NORMs (our stems, :mod:`nlp.stems`; whitespace tokens are not
+words) and each pair of neighbouring NORMs, as scikit-learn's
+``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)`` weighs them: ``(1 + ln count) * idf``,
+with the smoothed idf ``ln((1 + n) / (1 + df)) + 1``, the row scaled to unit length; features
+never seen in training are dropped. Each label is a logistic
 regression with an L2 penalty (scikit-learn's ``LogisticRegression``, lbfgs), fitted to the
 optimum: the same data always gives the same model, with no seed to fix.
 
@@ -33,10 +34,10 @@ _PAIR = numpy.uint64(0x9E3779B97F4A7C15)
 
 
 class _KeyTable:
-    """Where each key is in a sorted key array, found by hashing: a binary search of tens of
-    thousands of keys misses the CPU cache at every step, and looking the keys up took longer
-    than all the rest of the model. Open addressing with linear probing, a quarter full; the keys
-    are hashes already, so their low bits are the home slot."""
+    """The column of each key (its index in the model's sorted keys), found by hashing: a binary
+    search of tens of thousands of keys misses the CPU cache at every step, and looking the keys
+    up took longer than all the rest of the model. Open addressing with linear probing, a quarter
+    full; the keys are hashes already, so their low bits are the home slot."""
 
     def __init__(self, keys: U64) -> None:
         size = 1 << max(4, (4 * keys.size - 1).bit_length())
@@ -131,8 +132,8 @@ class TopicModel:
         """Each label's probability for texts given by their words' NORM arrays (a row per
         text)."""
         x = _tf(arrays, self._table, self.idf)
-        # Scaling a row to unit length scales its dot products alike: done after them, on 20
-        # numbers a text instead of on every feature.
+        # Scaling a row to unit length scales its dot products alike: done after them, on one
+        # number per label instead of on every feature.
         logits = numpy.asarray(x @ self.weights, dtype=numpy.float64)
         logits /= _lengths(x)[:, None]
         logits += self.bias
