@@ -136,7 +136,8 @@ def main() -> None:
     questions = load_questions()
     train, dev = split(questions)
     heldout = {path.stem: read_jsonl(path) for path in sorted(DATA_DIR.glob(HELDOUT))}
-    clf = load_model(ensure_model())
+    model_dir = ensure_model()
+    clf = load_model(model_dir)
     texts = [dev[i % len(dev)].text for i in range(n_texts)]
     clf.classify_many(texts[:500])  # warm the vocabulary
 
@@ -187,7 +188,7 @@ def main() -> None:
         "floor": spacy_floor,
         "peer": lambda: peer_scores(texts),
     }, n_texts, repeats)
-    first_sight = measure_first_sight(ensure_model(), [q.text for q in questions], peer_scores)
+    first_sight = measure_first_sight(model_dir, [q.text for q in questions], peer_scores)
     ours_qps, tok_qps, peer_qps = rates["ours"], rates["tokenizer"], rates["peer"]
     floor_qps, topics_qps = rates["floor"], rates["ours_topics"]
 

@@ -3,9 +3,9 @@
 A spaCy pipeline on ``spacy.blank("en")``: a topic classifier over the ten topic ids (TF-IDF over
 stems and pairs of stems, a logistic regression for each topic and for whether it comes first),
 trained deterministically from the questions in ``nlp/data/`` and blended with hand-written topic
-cues; an entity component
-(US places from a shipped gazetteer, money, dates, federal programs, agencies, organisations);
-and an urgency component. ``load_classifier()`` returns a :class:`desk.ports.Classifier`.
+cues; an entity component (US places from a shipped gazetteer, money, dates, federal programs,
+agencies, organisations); and an urgency component. ``load_classifier()`` returns a
+:class:`desk.ports.Classifier`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ own.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,15 +42,23 @@ class JoinedDoc:
     def split(self, matches: Sequence[Match]) -> list[list[Match]]:
         """The matches over the doc, each given to its text; one on a separator is none."""
         out: list[list[Match]] = [[] for _ in self.texts]
-        starts, ends = self.starts, self.ends
         if len(out) == 1:
             out[0].extend(matches)
             return out
-        for match in matches:
-            i = bisect_right(starts, match[1]) - 1
-            if match[2] <= ends[i]:
+        for match, i in zip(matches, self.owners(matches).tolist(), strict=True):
+            if i >= 0:
                 out[i].append(match)
         return out
+
+    def owners(self, matches: Sequence[Match]) -> NDArray[numpy.intp]:
+        """The text each match lies in, by index; -1 for one that runs on past its text's end
+        (over a separator)."""
+        if not matches:
+            return numpy.zeros(0, dtype=numpy.intp)
+        spans = numpy.array([match[1:] for match in matches], dtype=numpy.intp)
+        texts = numpy.searchsorted(numpy.asarray(self.starts), spans[:, 0], side="right") - 1
+        texts[spans[:, 1] > numpy.asarray(self.ends)[texts]] = -1
+        return texts
 
     def word_norms(self) -> list[NDArray[numpy.uint64]]:
         """Each text's words' NORMs (:func:`nlp.pipeline.word_norms`), as views."""

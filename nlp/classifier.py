@@ -13,7 +13,7 @@ from spacy.language import Language
 from desk.ports import TOPICS, Classification, Entity, TopicScore
 from nlp.batch import JoinedDoc, join
 from nlp.entities import ENTITY_COMPONENT, EntityFinder
-from nlp.pipeline import LABELS, TOPIC_CLASSIFIER, PipelineConfig, TopicClassifier
+from nlp.pipeline import LABELS, TOPIC_CLASSIFIER, PipelineConfig, TopicClassifier, pipe_of
 from nlp.topic_prior import PRIOR_COMPONENT, Blended, TopicPrior
 from nlp.urgency import URGENCY_COMPONENT, UrgencyDetector
 
@@ -72,14 +72,6 @@ def _choose(scores: NDArray[numpy.float64], leads: NDArray[numpy.float64] | None
                    best[:, 0].tolist())
 
 
-def _component(nlp: Language, name: str, kind: type[_T]) -> _T:
-    component = nlp.get_pipe(name)
-    if not isinstance(component, kind):
-        raise TypeError(f"the pipeline's {name!r} is a {type(component).__name__}, "
-                        f"not a {kind.__name__}")
-    return component
-
-
 class SpacyClassifier:
     """Topics, entities and urgency for one text or many.
 
@@ -95,13 +87,13 @@ class SpacyClassifier:
         self.nlp = nlp
         self.config = config
         self.meta = meta or {}
-        model = _component(nlp, TOPIC_CLASSIFIER, TopicClassifier).trained()
+        model = pipe_of(nlp, TOPIC_CLASSIFIER, TopicClassifier).trained()
         if model.labels != LABELS:
             raise ValueError(f"the topic classifier's labels are not {LABELS}: rebuild the model")
         self._predict = model.predict
-        self._prior = _component(nlp, PRIOR_COMPONENT, TopicPrior)
-        self._entities = _component(nlp, ENTITY_COMPONENT, EntityFinder)
-        self._urgency = _component(nlp, URGENCY_COMPONENT, UrgencyDetector)
+        self._prior = pipe_of(nlp, PRIOR_COMPONENT, TopicPrior)
+        self._entities = pipe_of(nlp, ENTITY_COMPONENT, EntityFinder)
+        self._urgency = pipe_of(nlp, URGENCY_COMPONENT, UrgencyDetector)
 
     def classify(self, text: str) -> Classification:
         return self.classify_many([text])[0]

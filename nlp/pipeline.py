@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy
 import spacy
@@ -50,6 +50,7 @@ __all__ = [
     "City311English",
     "load_pipeline",
     "make_pipeline",
+    "pipe_of",
     "stem",
     "word_norms",
 ]
@@ -61,6 +62,7 @@ LEAD_LABELS = _prior.LEAD_LABELS
 LABELS = (*TOPICS, *LEAD_LABELS)  # the classifier's outputs, in this order
 LANG = "city311_en"
 _MODEL_FILE = "model.npz"
+_T = TypeVar("_T")
 # Chunks the tokenizer may cache. spaCy's default, 10,000, is fewer than the distinct chunks of
 # the shipped questions alone: once a service had read that many, every other chunk went through
 # the affix rules each time it came back, and warm classification took half as long again. A
@@ -148,6 +150,15 @@ class City311English(English):  # type: ignore[no-untyped-call]
 registry.languages.register(LANG, func=City311English)
 
 
+def pipe_of(nlp: Language, name: str, kind: type[_T]) -> _T:
+    """The pipeline's component ``name``, which must be a ``kind``."""
+    component = nlp.get_pipe(name)
+    if not isinstance(component, kind):
+        raise TypeError(f"the pipeline's {name!r} is a {type(component).__name__}, "
+                        f"not a {kind.__name__}")
+    return component
+
+
 def word_norms(doc: Doc) -> NDArray[numpy.uint64]:
     """The NORMs of a doc's words (its tokens but the whitespace ones), what the classifier
     reads."""
@@ -163,10 +174,6 @@ class TopicClassifier:
     def __init__(self, name: str = TOPIC_CLASSIFIER) -> None:
         self.name = name
         self.model: TopicModel | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.model.labels if self.model is not None else ()
 
     def trained(self) -> TopicModel:
         if self.model is None:

@@ -14,10 +14,9 @@ fit.
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy
@@ -123,10 +122,11 @@ class TopicModel:
     idf: NDArray[numpy.float32]  # per key
     weights: NDArray[numpy.float32]  # (keys, labels)
     bias: F64  # (labels,)
+    # Built with the model (about 10 ms), so that no question pays for it.
+    _table: _KeyTable = field(init=False, repr=False)
 
-    @functools.cached_property
-    def _table(self) -> _KeyTable:
-        return _KeyTable(self.keys)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_table", _KeyTable(self.keys))
 
     def predict(self, arrays: Sequence[U64]) -> F64:
         """Each label's probability for texts given by their words' NORM arrays (a row per
@@ -148,7 +148,7 @@ class TopicModel:
         from sklearn.linear_model import LogisticRegression
 
         keys = numpy.unique(_grams(arrays)[0])
-        table = _KeyTable(keys)
+        table = _KeyTable(keys)  # the model builds its own: the idf has to come first
         n = len(arrays)
         counts = _tf(arrays, table, numpy.ones(keys.size, dtype=numpy.float32))
         doc_freq = numpy.bincount(counts.indices, minlength=keys.size)
@@ -165,9 +165,7 @@ class TopicModel:
             fitted = LogisticRegression(C=c, max_iter=5000).fit(x, y)
             weights[:, j] = fitted.coef_[0]
             bias[j] = fitted.intercept_[0]
-        model = cls(tuple(labels), keys, idf, weights, bias)
-        model.__dict__["_table"] = table  # the cached property, already built
-        return model
+        return cls(tuple(labels), keys, idf, weights, bias)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

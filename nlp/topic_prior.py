@@ -83,28 +83,27 @@ class TopicPrior:
 
     def _hits(self, doc: Doc) -> NDArray[numpy.int64]:
         """Cue hits per topic, in the order of ``TOPICS``: one row."""
-        return self._count(self._matches(doc), [0], [len(doc)])
+        matches = self._matches(doc)
+        return self._count(matches, numpy.zeros(len(matches), dtype=numpy.intp), 1)
 
     def hits_joined(self, joined: JoinedDoc) -> NDArray[numpy.int64]:
         """Cue hits per topic of each text of ``joined``: a row per text."""
-        return self._count(self._matches(joined.doc), joined.starts, joined.ends)
+        matches = self._matches(joined.doc)
+        return self._count(matches, joined.owners(matches), len(joined.texts))
 
     def _matches(self, doc: Doc) -> list[Match]:
         return self.stems(doc) + self.exact(doc)
 
-    def _count(self, matches: Sequence[Match], starts: Sequence[int], ends: Sequence[int],
+    def _count(self, matches: Sequence[Match], owners: NDArray[numpy.intp], n_texts: int,
                ) -> NDArray[numpy.int64]:
-        """The hits of texts whose tokens run from ``starts[i]`` to ``ends[i]``, counted at once
-        for all of them; a match that runs on past its text's end (over a separator) is none, as
-        in :meth:`JoinedDoc.split`."""
-        hits = numpy.zeros((len(starts), len(TOPICS)), dtype=numpy.int64)
-        if matches:
-            found = numpy.array(matches, dtype=numpy.uint64)  # match keys are 64-bit hashes
-            first, end = found[:, 1].astype(numpy.intp), found[:, 2].astype(numpy.intp)
-            text = numpy.searchsorted(numpy.asarray(starts), first, side="right") - 1
-            kept = end <= numpy.asarray(ends)[text]
-            topic = self._topics[numpy.searchsorted(self._keys, found[kept, 0])]
-            numpy.add.at(hits, (text[kept], topic), 1)
+        """The hits of ``n_texts`` texts, counted at once; ``owners`` gives each match's text
+        (-1: none, :meth:`JoinedDoc.owners`)."""
+        hits = numpy.zeros((n_texts, len(TOPICS)), dtype=numpy.int64)
+        kept = owners >= 0
+        if kept.any():
+            keys = numpy.array([match[0] for match in matches], dtype=numpy.uint64)[kept]
+            topic = self._topics[numpy.searchsorted(self._keys, keys)]  # keys: 64-bit hashes
+            numpy.add.at(hits, (owners[kept], topic), 1)
         return hits
 
     def blend(self, hits: NDArray[numpy.int64], texts: Sequence[str], topics: NDArray[Any],

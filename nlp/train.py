@@ -26,6 +26,7 @@ from nlp.pipeline import (
     PipelineConfig,
     TopicClassifier,
     make_pipeline,
+    pipe_of,
     word_norms,
 )
 from nlp.topic_model import TopicModel
@@ -135,11 +136,9 @@ def train_pipeline(
     texts: list[tuple[str, Sequence[str]]] = [(q.text, q.topics) for q in train]
     texts += [(e.text, list(e.topics)) for e in extra if e.text.strip() and e.topics]
     nlp = make_pipeline(config)
-    component = nlp.get_pipe(TOPIC_CLASSIFIER)
-    if not isinstance(component, TopicClassifier):
-        raise TypeError(f"the pipeline's {TOPIC_CLASSIFIER!r} is a {type(component).__name__}")
-    component.model = TopicModel.fit([word_norms(nlp.make_doc(text)) for text, _ in texts],
-                                     _targets([topics for _, topics in texts]), LABELS, config.c)
+    norms = [word_norms(nlp.make_doc(text)) for text, _ in texts]
+    pipe_of(nlp, TOPIC_CLASSIFIER, TopicClassifier).model = TopicModel.fit(
+        norms, _targets([topics for _, topics in texts]), LABELS, config.c)
     log.info("trained on %d examples (%d extra)", len(texts), len(texts) - len(train))
     return SpacyClassifier(nlp, config)
 
