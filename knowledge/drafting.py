@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from desk.ports import DraftRequest, Entity, Package
 from desk.store import Store
-from knowledge.labels import kind_label, topic_label
+from knowledge.labels import kind_noun, topic_label
 from knowledge.library import Filters, Library, Snapshot, library_for
 from knowledge.models import ResourceTopic
 from knowledge.render import render_package
@@ -33,6 +33,25 @@ QUESTION_NOISE = frozenset({
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "new",
     "need", "want", "know", "looking", "ask", "asked", "anyone", "hi", "hello", "regards",
 })
+
+# Words that never help say why a resource fits: trimmed from the ends of a shared phrase
+# ("rental registry first" -> "rental registry").
+FILLER = frozenset({
+    "may", "might", "must", "could", "would", "shall", "get", "got", "go", "going", "gone",
+    "done", "also", "well", "really", "currently", "recently", "first", "second", "next", "last",
+    "many", "much", "several", "every", "whether",
+})
+# Words that, standing alone, say nothing about why a resource fits ("speaks directly to
+# many"), though they may in a phrase ("public health", "executive session"): a shared phrase
+# made only of these, of FILLER or of QUESTION_NOISE is not given as a reason.
+EXPLAINS_NOTHING = FILLER | {
+    "make", "made", "take", "give", "look", "find", "see", "start", "keep", "let", "like",
+    "work", "works", "working", "use", "used", "using", "lot", "small", "large", "big", "main",
+    "current", "good", "best", "better", "different", "similar", "possible", "general", "open",
+    "public", "year", "years", "day", "days", "time", "times", "example", "examples", "lesson",
+    "lessons", "way", "ways", "thing", "things", "form", "site", "rule", "rules", "hire",
+    "award", "session", "option", "options", "issue", "issues", "close",
+} | QUESTION_NOISE
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +284,6 @@ def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
     telling.update({stem(t.search): t.idf for t in terms
                     if t.idf >= 2.0 and stem(t.search) not in named_stems})
     phrases = _shared_phrases(question, text_stems, telling)
-    kind = kind_label(entry["kind"]).lower()
-    article = "An" if kind[0] in "aeiou" else "A"
     if named and phrases:
         reason = f"covers {_join(list(named)[:2])} and speaks to {_join(phrases)}"
     elif named:
@@ -277,7 +294,7 @@ def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
         matching = [t for t in topics if t in entry["topics"]]
         area = topic_label(matching[0] if matching else entry["topics"][0]).lower()
         reason = f"is a core reference on {area}"
-    line = f"{article} {kind} from {entry['publisher']} that {reason}."
+    line = f"{kind_noun(entry['kind']).capitalize()} from {entry['publisher']} that {reason}."
     if entry.get("audience"):
         line += f" Written for {entry['audience']}."
     return line
@@ -286,22 +303,25 @@ def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
 def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, float],
                     limit: int = 3) -> list[str]:
     """Runs of the question's own words that the resource also uses ("bond rating"), the
-    most telling first, then put back in the order the question has them."""
+    most telling first, then put back in the order the question has them. Words that explain
+    never help are trimmed from a run's ends, and a run of words that explain nothing alone is
+    dropped."""
     runs: list[tuple[float, int, str]] = []
-    current: list[str] = []
-    weight, start = 0.0, 0
-    spans = [(m.group(0), m.start()) for m in re.finditer(r"[A-Za-z][\w'-]*", question)]
-    for index, (word, _) in enumerate([*spans, ("", -1)]):
+    current: list[tuple[int, str, float]] = []  # the run so far: (index, word, weight)
+    words = re.findall(r"[A-Za-z][\w'-]*", question)
+    for index, word in enumerate([*words, ""]):
         key = stem(normalize(word)) if word else ""
         if key and key in telling and key in text_stems:
-            if not current:
-                start = index
-            current.append(word)
-            weight += telling[key]
+            current.append((index, word, telling[key]))
             continue
-        if current:
-            runs.append((weight, start, " ".join(current)))
-        current, weight = [], 0.0
+        while current and normalize(current[-1][1]) in FILLER:
+            current.pop()
+        while current and normalize(current[0][1]) in FILLER:
+            current.pop(0)
+        if current and not all(normalize(word) in EXPLAINS_NOTHING for _, word, _ in current):
+            runs.append((sum(w for _, _, w in current), current[0][0],
+                         " ".join(word for _, word, _ in current)))
+        current = []
     seen: set[str] = set()
     best: list[tuple[float, int, str]] = []
     for run in sorted(runs, key=lambda r: (-r[0], r[1])):

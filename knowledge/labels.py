@@ -9,6 +9,7 @@ __all__ = [
     "TOOL_KINDS",
     "TOPIC_LABELS",
     "kind_label",
+    "kind_noun",
     "topic_label",
 ]
 
@@ -58,3 +59,14 @@ def topic_label(topic: str) -> str:
 
 def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
+
+
+# A kind inside a sentence ("A data resource from HUD that..."): a label that is not a countable
+# noun ("Data") would read "A data from HUD".
+_KIND_NOUNS: dict[str, str] = {"data": "data resource"}
+
+
+def kind_noun(kind: str) -> str:
+    """The kind as a countable noun in lower case, with its article: "a guide", "an ..."."""
+    noun = _KIND_NOUNS.get(kind, kind_label(kind).lower())
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"

@@ -6,9 +6,10 @@ import re
 
 from desk.ports import DraftRequest, Entity, Package
 from desk.store import Store
-from knowledge.drafting import LibraryDrafter
+from knowledge.drafting import LibraryDrafter, why_line
 from knowledge.library import library_for
 from knowledge.render import FOLLOW_UP_OFFER
+from knowledge.text import Term, stem
 
 CDBG_QUESTION = (
     "Our council wants to demolish about 40 blighted, vacant houses on the east side. Can we "
@@ -125,3 +126,31 @@ async def test_program_named_in_full_matches_acronym_resources(library_store: St
         entities=[Entity("PROGRAM", "Low-Income Housing Tax Credit", start, start + 29,
                          "LIHTC")]))
     assert any("lihtc" in _words(r) for r in package.resources[:3])
+
+
+def _entry(kind: str, annotation: str) -> dict[str, object]:
+    return {"kind": kind, "publisher": "HUD Exchange", "title": "Guidance",
+            "annotation": annotation, "keywords": [], "topics": ["housing"], "audience": ""}
+
+
+def _terms(*words: str) -> list[Term]:
+    return [Term(w, w, stem(w), 3.0) for w in words]
+
+
+def test_why_line_names_every_kind_as_a_countable_noun() -> None:
+    entry = _entry("data", "Rental vacancy figures by county.")
+    line = why_line(entry, [], _terms("vacancy"), ["housing"], "What is our vacancy rate?")
+    assert line.startswith("A data resource from HUD Exchange that speaks directly to vacancy")
+    line = why_line(_entry("case_study", "x"), [], [], ["housing"], "Anything on housing?")
+    assert line == "A case study from HUD Exchange that is a core reference on housing."
+
+
+def test_why_line_gives_no_word_that_explains_nothing_as_the_reason() -> None:
+    entry = _entry("guide", "Many cities may first adopt a rental registry; examples follow.")
+    question = "May we adopt a rental registry first, and are there many examples?"
+    terms = _terms("may", "first", "many", "examples", "rental", "registry", "adopt")
+    line = why_line(entry, [], terms, ["housing"], question)
+    assert "speaks directly to adopt and rental registry, as your question does" in line
+    # Alone, such words give no reason at all: the resource is explained by its topic.
+    line = why_line(entry, [], _terms("may", "many", "examples"), ["housing"], question)
+    assert line == "A guide from HUD Exchange that is a core reference on housing."
