@@ -285,7 +285,8 @@ def ask(text: str = typer.Argument(..., help="the question"),
             "topics": [{"topic": t.topic, "score": round(t.score, 4)} for t in result.topics],
             "scores": {k: round(v, 4) for k, v in result.scores.items()},
             "entities": [e.as_dict() for e in result.entities],
-            "urgency": result.urgency, "needs_triage": result.needs_triage,
+            "urgency": result.urgency, "urgency_reasons": result.urgency_reasons,
+            "needs_triage": result.needs_triage,
             "resources": [], "referrals": [], "tools": [], "text": "",
         }
         drafter = service.desk.drafter
@@ -301,6 +302,10 @@ def ask(text: str = typer.Argument(..., help="the question"),
         typer.echo(json.dumps(out, indent=2))
         return
     typer.echo("topics: " + ", ".join(f"{t['topic']} ({t['score']:.2f})" for t in out["topics"]))
+    if out["needs_triage"]:
+        typer.echo("needs triage: no topic stands out; these are the three best guesses")
+    if out["urgency"] > 0:
+        typer.echo(f"urgency: {out['urgency']:.2f} ({'; '.join(out['urgency_reasons'])})")
     if out["entities"]:
         typer.echo("entities: " + ", ".join(f"{e['label']}={e['text']}"
                                             for e in out["entities"]))

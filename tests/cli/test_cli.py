@@ -144,3 +144,20 @@ def test_serve_prints_url_answers_health_and_stops_on_sigterm(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_ask_shows_topics_urgency_entities_and_triage(tmp_path: Path) -> None:
+    urgent = run_cli("ask", "Our council votes Tuesday on whether to declare a fiscal emergency",
+                     data_dir=tmp_path)
+    assert urgent.returncode == 0, urgent.stderr
+    lines = urgent.stdout.splitlines()
+    assert lines[0].startswith("topics: ") and "budget_finance" in lines[0]
+    assert lines[1].startswith("urgency: ")
+    assert "fiscal emergency" in lines[1] and "council votes Tuesday" in lines[1]
+    assert "DATE=Tuesday" in lines[2]
+    assert not any(line.startswith("needs triage") for line in lines)
+    vague = run_cli("ask", "hello is anyone there", data_dir=tmp_path)
+    assert vague.returncode == 0, vague.stderr
+    assert vague.stdout.splitlines()[1].startswith("needs triage: ")
+    assert vague.stdout.splitlines()[0].count("(") == 3  # the three best guesses
+    assert not any(line.startswith("urgency") for line in vague.stdout.splitlines())
