@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from city311.wiring import Service
+from desk.outbox import failing
 from knowledge.web import routes as library_routes
 
 __all__ = ["build_app"]
@@ -19,9 +20,18 @@ def build_app(service: Service) -> Starlette:
         try:
             async with service.store.session() as session:
                 await session.execute(text("SELECT 1"))
+                stuck = await failing(session)
         except Exception:  # the check reports, it must not crash
             return JSONResponse({"status": "database unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok", "channels": sorted(service.channels)})
+        # Messages that keep failing make the service degraded, not down: restarting it would
+        # not deliver them, so the answer stays 200 and says what is wrong.
+        delayed = stuck.delayed(service.clock.now(), service.dispatcher.delayed_after)
+        return JSONResponse({
+            "status": "degraded" if delayed else "ok", "channels": sorted(service.channels),
+            "delivery": {"failing": stuck.count, "failing_since":
+                         stuck.since.isoformat() if stuck.since else None,
+                         "delayed": delayed},
+        })
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/library", status_code=302)

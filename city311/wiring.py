@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,10 @@ async def build_service(
         flood_per_sender_per_hour=settings.flood_per_sender_per_hour,
     )
     channels: dict[str, Channel] = {}
-    dispatcher = Dispatcher(store, channels, clock, on_sent=desk.on_sent,
-                            on_failed=desk.on_failed)
+    dispatcher = Dispatcher(
+        store, channels, clock, on_sent=desk.on_sent, on_failed=desk.on_failed,
+        on_delayed=desk.on_delayed,
+        delayed_after=timedelta(minutes=settings.delivery_delayed_minutes))
     service = Service(settings, store, clock, calendar, desk, channels, dispatcher, parts=parts)
     parts["reminders"] = Reminders(
         store, clock, calendar, reviewers=settings.slack.reviewers,

@@ -242,6 +242,8 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The first failed attempt of the current run of failures (None once one succeeds).
+    failing_since: Mapped[datetime | None]
     external_id: Mapped[str | None] = mapped_column(String(998))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]

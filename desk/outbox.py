@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from desk.errors import PermanentDeliveryError, TransientDeliveryError
-from desk.models import Case, Outbox
+from desk.models import Case, Outbox, UTCDateTime
 from desk.ports import Channel, Clock, DeliveryReceipt, OutboundItem
 from desk.redact import redact
 from desk.store import Store, insert_ignore
 
-__all__ = ["Dispatcher", "backoff", "enqueue"]
+__all__ = ["DELAYED_AFTER", "Dispatcher", "Failing", "backoff", "enqueue", "failing"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(minutes=30)
 RENEWAL_WAIT = 5.0  # seconds a finished delivery waits for a lease renewal in flight
-# A channel that is not configured yet keeps its rows; look again now and then.
-UNCONFIGURED_RETRY = timedelta(minutes=5)
+# A message still failing this long after its first failed attempt is reported (the
+# ``on_delayed`` hook) while the retries go on: long enough for a restart or a brief outage to
+# pass unnoticed, short enough that a broken password or certificate is not found out days later.
+DELAYED_AFTER = timedelta(minutes=30)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -54,6 +56,25 @@ async def enqueue(
     })
 
 
+@dataclass(frozen=True)
+class Failing:
+    """Messages still to go whose last attempt failed."""
+
+    count: int
+    since: datetime | None  # the oldest first failure among them
+
+    def delayed(self, now: datetime, after: timedelta = DELAYED_AFTER) -> bool:
+        return self.since is not None and now - self.since >= after
+
+
+async def failing(session: AsyncSession) -> Failing:
+    count, since = (await session.execute(
+        select(func.count(), func.min(Outbox.failing_since)).where(
+            Outbox.status.in_(("pending", "sending")), Outbox.failing_since.is_not(None))
+    )).one()
+    return Failing(int(count), since)
+
+
 SentHook = Callable[[AsyncSession, Outbox, DeliveryReceipt], Awaitable[None]]
 FailedHook = Callable[[AsyncSession, Outbox, str], Awaitable[None]]
 
@@ -69,7 +90,8 @@ class Dispatcher:
     def __init__(
         self, store: Store, channels: Mapping[str, Channel], clock: Clock,
         on_sent: SentHook | None = None, on_failed: FailedHook | None = None,
-        lease: timedelta = LEASE, renew_every: float | None = None,
+        on_delayed: FailedHook | None = None, lease: timedelta = LEASE,
+        renew_every: float | None = None, delayed_after: timedelta = DELAYED_AFTER,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -78,6 +100,8 @@ class Dispatcher:
         self.renew_every = renew_every or lease.total_seconds() / 3
         self.on_sent = on_sent
         self.on_failed = on_failed
+        self.on_delayed = on_delayed
+        self.delayed_after = delayed_after
         # Outcomes of deliveries that could not be written yet (the database was away).
         # They are written before anything new is claimed: sending again would double them.
         self._unrecorded: list[Callable[[], Awaitable[None]]] = []
@@ -233,21 +257,37 @@ class Dispatcher:
 
     async def _release(self, item: OutboundItem, status: str, error: str,
                        next_at: datetime) -> None:
+        """Put a failed attempt's row back for a retry at ``next_at``; when it has been failing
+        for ``delayed_after``, run ``on_delayed`` (in a savepoint: its failure must not lose the
+        release)."""
+        now = self.clock.now()
         async with self.store.session() as session:
-            await session.execute(
+            result = await session.execute(
                 update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",
                                      Outbox.attempts == item.attempts)
                 .values(status=status, last_error=error[:2000], next_attempt_at=next_at,
-                        lease_until=None)
+                        lease_until=None, failing_since=func.coalesce(
+                            Outbox.failing_since, literal(now, UTCDateTime())))
                 .execution_options(synchronize_session=False)
             )
+            if self.on_delayed is None or getattr(result, "rowcount", 0) != 1:
+                return
+            row = await session.get(Outbox, item.id, populate_existing=True)
+            if row is None or row.failing_since is None \
+                    or now - row.failing_since < self.delayed_after:
+                return
+            try:
+                async with session.begin_nested():
+                    await self.on_delayed(session, row, error)
+            except Exception:
+                log.exception("outbox %s (%s): reporting the delay failed", item.id, item.kind)
 
     async def _mark(self, session: AsyncSession, item: OutboundItem, status: str,
                     error: str | None, external_id: str | None = None) -> Outbox | None:
         now = self.clock.now()
         values: dict[str, Any] = {"status": status, "last_error": error, "lease_until": None}
         if status == "sent":
-            values.update(sent_at=now, external_id=external_id)
+            values.update(sent_at=now, external_id=external_id, failing_since=None)
         # Only the worker that holds this attempt's lease may record its outcome.
         result = await session.execute(
             update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",

@@ -794,8 +794,38 @@ class Desk:
         if row.channel != "slack":
             await enqueue(session, kind="notice", channel="slack", now=now,
                           key=f"notice:failed:{row.id}", case_id=row.case_id,
-                          payload={"text": f"Could not deliver the {row.kind}: "
+                          payload={"text": f"Could not deliver the {_what(row.kind)}: "
                                            f"{redact(error)[:300]}"})
+
+
+    async def on_delayed(self, session: AsyncSession, row: Outbox, error: str) -> None:
+        """Hook for the dispatcher: a message has been failing for a while, and is still being
+        retried. Reviewers hear of it once, in the case's thread, so that a city is not left
+        waiting without anyone knowing. A Slack message that keeps failing is not announced in
+        Slack; the health check counts it with the others."""
+        if row.channel == "slack":
+            return
+        now = self.clock.now()
+        minutes = round((now - (row.failing_since or now)).total_seconds() / 60)
+        failing = (f"{minutes} minutes" if minutes < 90 else f"{round(minutes / 60)} hours")
+        added = await enqueue(
+            session, kind="notice", channel="slack", now=now, key=f"notice:delayed:{row.id}",
+            case_id=row.case_id, payload={"text": (
+                f"The {_what(row.kind)} by {row.channel} has not gone out yet: it has been "
+                f"failing for {failing} and is still being retried. "
+                f"Last error: {redact(error)[:300]}")})
+        if added and row.case_id is not None:
+            record_event(session, row.case_id, "system", "delivery_delayed", now,
+                         detail={"outbox": row.id, "kind": row.kind,
+                                 "error": redact(error)[:500]})
+
+
+# What an outbox row is, in the words of a notice to reviewers.
+_WHAT = {"ack": "acknowledgement", "decline": "decline notice", "invite": "call invitation"}
+
+
+def _what(kind: str) -> str:
+    return _WHAT.get(kind, kind.replace("_", " "))
 
 
 async def _record_outbound(session: AsyncSession, row: Outbox, external_id: str,

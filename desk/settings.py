@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     worker_interval: float = 1.0
     # New cases one sender may open in an hour before the rest are held in triage.
     flood_per_sender_per_hour: int = 20
+    # Minutes a message may keep failing (and being retried) before reviewers hear of it.
+    delivery_delayed_minutes: float = Field(default=30.0, gt=0)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)

@@ -12,8 +12,8 @@ from desk.directory import import_cities, shipped_cities
 from desk.envelope import InboundMessage
 from desk.errors import AlreadyDoneError, WorkflowError
 from desk.models import Case, Event, Message, Outbox
-from desk.outbox import Dispatcher
-from desk.pipeline import Desk
+from desk.outbox import Dispatcher, Failing, failing
+from desk.pipeline import Desk, Received
 from desk.settings import SLASettings
 from desk.sla import BusinessCalendar
 from desk.store import Store
@@ -125,15 +125,26 @@ async def test_illegal_transition_is_refused(store: Store, clock: FakeClock) -> 
             await transition(session, case, Status.SENT, actor="U1", at=clock.now())
 
 
+async def approved(desk: Desk, n: int) -> Received:
+    """Question ``n`` filed, drafted and approved: its reply waits in the outbox."""
+    got = await desk.receive(email(n))
+    await desk.process(got.case_id or 0)
+    await desk.approve(got.case_ref or "", "U1")
+    return got
+
+
+def dispatcher_for(store: Store, clock: FakeClock, desk: Desk, mail: RecordingChannel,
+                   slack: RecordingChannel) -> Dispatcher:
+    return Dispatcher(store, {"email": mail, "slack": slack}, clock, on_sent=desk.on_sent,
+                      on_failed=desk.on_failed, on_delayed=desk.on_delayed)
+
+
 async def test_outbox_retries_then_sends_once_and_marks_case_sent(
         store: Store, clock: FakeClock) -> None:
     desk = await seeded(store, clock)
-    got = await desk.receive(email(6))
-    await desk.process(got.case_id or 0)
-    await desk.approve(got.case_ref or "", "U1")
+    got = await approved(desk, 6)
     mail, slack = RecordingChannel("email", transient=2), RecordingChannel("slack")
-    dispatcher = Dispatcher(store, {"email": mail, "slack": slack}, clock,
-                            on_sent=desk.on_sent, on_failed=desk.on_failed)
+    dispatcher = dispatcher_for(store, clock, desk, mail, slack)
     for _ in range(6):
         await dispatcher.run_once()
         clock.advance(seconds=30)
@@ -177,6 +188,52 @@ async def test_permanent_failure_hands_case_back_to_reviewers(
         case = await session.get(Case, got.case_id)
         assert case is not None and case.status == "drafted"
     assert await count(store, Outbox, Outbox.kind == "notice") >= 1
+
+
+async def test_a_message_that_keeps_failing_is_reported_once_and_still_sent(
+        store: Store, clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await approved(desk, 10)
+    mail, slack = RecordingChannel("email", transient=10**6), RecordingChannel("slack")
+    dispatcher = dispatcher_for(store, clock, desk, mail, slack)
+
+    def delay_notices() -> list[str]:
+        return [str(i.payload["text"]) for i in slack.delivered
+                if i.kind == "notice" and "has not gone out yet" in str(i.payload["text"])]
+
+    started = clock.now()
+    await dispatcher.run_once()  # the acknowledgement and the reply both fail
+    async with store.session() as session:
+        assert await failing(session) == Failing(2, started)
+    clock.advance(minutes=29)
+    await dispatcher.run_once()
+    assert delay_notices() == []
+    clock.advance(minutes=2)
+    await dispatcher.run_once()  # 31 minutes of failures: reported, once per message
+    await dispatcher.run_once()  # the notices go out
+    notices = delay_notices()
+    assert len(notices) == 2, slack.delivered
+    assert {n.split(" has not")[0] for n in notices} == {"The acknowledgement by email",
+                                                         "The reply by email"}
+    assert all("failing for 31 minutes" in n and "try later" in n for n in notices)
+    for _ in range(3):
+        clock.advance(hours=2)
+        await dispatcher.run_once()
+    assert len(delay_notices()) == 2  # still failing, not announced again
+    assert await count(store, Event, Event.kind == "delivery_delayed",
+                       Event.case_id == got.case_id) == 2
+
+    mail.transient = 0
+    clock.advance(hours=1)
+    await dispatcher.run_once()
+    assert sorted(i.kind for i in mail.delivered) == ["ack", "reply"]
+    async with store.session() as session:
+        assert await failing(session) == Failing(0, None)
+        rows = (await session.execute(select(Outbox).where(
+            Outbox.case_id == got.case_id, Outbox.channel == "email"))).scalars().all()
+        assert [r.failing_since for r in rows] == [None, None]
+        case = await session.get(Case, got.case_id)
+        assert case is not None and case.status == "sent"
 
 
 async def test_case_numbers_are_distinct_under_concurrency(db_url: str,
