@@ -8,7 +8,8 @@ both models (and on each set of held-out realistic questions the repository has)
 CPU count. Timings are the best of a few runs, one process, over the dev questions repeated (every
 text seen before: warm caches); beside them, one pass over every shipped question by a pipeline
 that has seen none of them (``first_sight``: each new word is a new lexeme to stem, and each new
-chunk is cached by the tokenizer), against the peer on the same texts.
+chunk is cached by the tokenizer), against the peer on the same texts and against spaCy's
+tokenizer alone, which bounds what any spaCy pipeline can do with texts it has not seen.
 
 Every run trains the peer and times its training, then keeps it in bench/.cache; ``--quick``
 reuses that peer when the train split and scikit-learn are the same (``peer_from_cache``), as
@@ -41,6 +42,7 @@ from desk.ports import TOPICS  # noqa: E402
 from nlp.build import ensure_model, load_model  # noqa: E402
 from nlp.classifier import SpacyClassifier, select_topics  # noqa: E402
 from nlp.data import DATA_DIR, Question, load_questions, read_jsonl, split  # noqa: E402
+from nlp.pipeline import TOKENIZER_CACHE  # noqa: E402
 from nlp.train import Metrics, compute_metrics  # noqa: E402
 
 GOAL_QPS = 5000
@@ -65,11 +67,19 @@ def best_rates(runs: dict[str, Callable[[], object]], n: int, repeats: int) -> d
 def measure_first_sight(model_dir: Path, texts: Sequence[str],
                         peer_scores: Callable[[Sequence[str]], object]) -> dict[str, Any]:
     """Questions/second of one pass over ``texts`` by freshly loaded pipelines (one for topics
-    alone, one for the whole classification), and of the peer (best of three: it keeps nothing
-    between calls)."""
+    alone, one for the whole classification, and the tokenizer alone: the least any spaCy
+    pipeline does with a text, a Doc per text as spaCy's ``pipe`` makes them), and of the peer
+    (best of three: it keeps nothing between calls)."""
     out: dict[str, Any] = {"n_texts": len(texts)}
+
+    def tokenizer_only(clf: SpacyClassifier) -> None:
+        tokenizer = clf.nlp.tokenizer
+        setattr(tokenizer, "max_cache_size", TOKENIZER_CACHE)  # noqa: B010 (as ours has it)
+        deque(tokenizer.pipe(texts), maxlen=0)
+
     for name, run in (("ours_topics_only", lambda c: c.topic_lists(texts)),
-                      ("ours_topics_entities_urgency", lambda c: c.classify_many(texts))):
+                      ("ours_topics_entities_urgency", lambda c: c.classify_many(texts)),
+                      ("spacy_tokenizer_only", tokenizer_only)):
         fresh = load_model(model_dir)
         started = time.perf_counter()
         run(fresh)
@@ -77,6 +87,7 @@ def measure_first_sight(model_dir: Path, texts: Sequence[str],
     out["peer"] = round(best_rates({"peer": lambda: peer_scores(texts)}, len(texts), 3)["peer"])
     out["ours_topics_only_vs_peer"] = round(out["ours_topics_only"] / out["peer"], 3)
     out["ours_vs_peer"] = round(out["ours_topics_entities_urgency"] / out["peer"], 3)
+    out["spacy_tokenizer_only_vs_peer"] = round(out["spacy_tokenizer_only"] / out["peer"], 3)
     return out
 
 
