@@ -50,7 +50,8 @@ EXPLAINS_NOTHING = FILLER | {
     "current", "good", "best", "better", "different", "similar", "possible", "general", "open",
     "public", "year", "years", "day", "days", "time", "times", "example", "examples", "lesson",
     "lessons", "way", "ways", "thing", "things", "form", "site", "rule", "rules", "hire",
-    "award", "session", "option", "options", "issue", "issues", "close",
+    "award", "session", "option", "options", "issue", "issues", "close", "one", "ones",
+    "whose", "area", "areas", "member", "members", "stop", "interest", "access", "social",
 } | QUESTION_NOISE
 
 log = logging.getLogger(__name__)
@@ -322,10 +323,13 @@ def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, floa
             runs.append((sum(w for _, _, w in current), current[0][0],
                          " ".join(word for _, word, _ in current)))
         current = []
-    seen: set[str] = set()
+    # A run whose words a more telling one already has adds nothing ("minimum wage and
+    # minimum").
+    taken: list[set[str]] = []
     best: list[tuple[float, int, str]] = []
     for run in sorted(runs, key=lambda r: (-r[0], r[1])):
-        if run[2].lower() not in seen:
-            seen.add(run[2].lower())
+        words = set(run[2].lower().split())
+        if not any(words <= other for other in taken):
+            taken.append(words)
             best.append(run)
     return [phrase for _, _, phrase in sorted(best[:limit], key=lambda r: r[1])]

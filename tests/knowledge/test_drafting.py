@@ -151,6 +151,11 @@ def test_why_line_gives_no_word_that_explains_nothing_as_the_reason() -> None:
     terms = _terms("may", "first", "many", "examples", "rental", "registry", "adopt")
     line = why_line(entry, [], terms, ["housing"], question)
     assert "speaks directly to adopt and rental registry, as your question does" in line
+    # A phrase inside a more telling one is not given again.
+    entry = _entry("guide", "Minimum wage rules for city contractors; the state minimum.")
+    question = "May a city set a minimum wage for contractors above the state minimum?"
+    line = why_line(entry, [], _terms("minimum", "wage", "contractors"), ["housing"], question)
+    assert "speaks directly to minimum wage and contractors, as your" in line
     # Alone, such words give no reason at all: the resource is explained by its topic.
     line = why_line(entry, [], _terms("may", "many", "examples"), ["housing"], question)
     assert line == "A guide from HUD Exchange that is a core reference on housing."
