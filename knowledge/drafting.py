@@ -328,8 +328,8 @@ def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, floa
     taken: list[set[str]] = []
     best: list[tuple[float, int, str]] = []
     for run in sorted(runs, key=lambda r: (-r[0], r[1])):
-        words = set(run[2].lower().split())
-        if not any(words <= other for other in taken):
-            taken.append(words)
+        run_words = set(run[2].lower().split())
+        if not any(run_words <= other for other in taken):
+            taken.append(run_words)
             best.append(run)
     return [phrase for _, _, phrase in sorted(best[:limit], key=lambda r: r[1])]
