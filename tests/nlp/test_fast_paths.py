@@ -82,6 +82,21 @@ def test_classify_many_is_classify_and_the_plain_pipeline(classifier: SpacyClass
         assert all(t.ent_iob_ in ("B", "I", "O") for t in doc)
 
 
+def test_classifying_one_text_keeps_none_of_its_new_words(classifier: SpacyClassifier) -> None:
+    """The service classifies case by case for months: a text's new words (a phone number, a
+    name) must not stay in the vocabulary. The results are the batch's (above)."""
+    vocab = classifier.nlp.vocab
+    classifier.classify("warm: Can we use CDBG funds in Gary, IN? $2.5 million by Tuesday.")
+    strings, lexemes = len(vocab.strings), len(list(vocab))
+    for i in range(30):
+        result = classifier.classify(
+            f"Can we use CDBG funds for the Qzx{i}vel Street sidewalk in Gary, IN? "
+            f"It is ${i + 2}.5 million; call Jo Wyxl{i} at 555-01{i:02d} by Tuesday.")
+        assert ("PROGRAM", "CDBG") in [(e.label, e.text) for e in result.entities]
+        assert f"Qzx{i}vel" not in vocab.strings
+    assert len(vocab.strings) == strings and len(list(vocab)) == lexemes
+
+
 @pytest.mark.parametrize(("text", "found"), [
     ("US$5 and us$ 3k", [("US$5", "5"), ("us$ 3k", "3000")]),
     ("$$5, then $7.5 million", [("$5", "5"), ("$7.5 million", "7500000")]),
