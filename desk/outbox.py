@@ -164,9 +164,9 @@ class Dispatcher:
                      else backoff(item.attempts))
             log.warning("outbox %s (%s) will retry in %s: %s", item.id, item.kind, delay,
                         redact(str(exc)))
-            reason, retry_at = str(exc), self.clock.now() + delay
-            await self._keep(lambda: self._release(item, "pending", reason, retry_at), item,
-                             "deferred")
+            reason, failed_at = str(exc), self.clock.now()
+            await self._keep(lambda: self._retry(item, reason, failed_at, failed_at + delay),
+                             item, "deferred")
             result.retried += 1
             return
         except PermanentDeliveryError as exc:
@@ -178,9 +178,10 @@ class Dispatcher:
         except Exception as exc:  # a bug in a channel must not stop the other rows
             log.error("outbox %s (%s) raised %s; retrying later", item.id, item.kind,
                       type(exc).__name__)
-            error, retry_at = repr(exc), self.clock.now() + backoff(item.attempts)
-            await self._keep(lambda: self._release(item, "pending", error, retry_at), item,
-                             "deferred")
+            error, failed_at = repr(exc), self.clock.now()
+            await self._keep(lambda: self._retry(item, error, failed_at,
+                                                 failed_at + backoff(item.attempts)),
+                             item, "deferred")
             result.retried += 1
             return
         finally:
@@ -255,26 +256,26 @@ class Dispatcher:
                 log.exception("outbox %s (%s): after-%s step failed", item.id, item.kind,
                               status)
 
-    async def _release(self, item: OutboundItem, status: str, error: str,
-                       next_at: datetime) -> None:
-        """Put a failed attempt's row back for a retry at ``next_at``; when it has been failing
-        for ``delayed_after``, run ``on_delayed`` (in a savepoint: its failure must not lose the
-        release)."""
-        now = self.clock.now()
+    async def _retry(self, item: OutboundItem, error: str, failed_at: datetime,
+                     next_at: datetime) -> None:
+        """Put a row whose attempt failed at ``failed_at`` back for a retry at ``next_at``
+        (the times are the attempt's: this write may come late, once a database outage is
+        over); when it has been failing for ``delayed_after``, run ``on_delayed`` (in a
+        savepoint: its failure must not lose the release)."""
         async with self.store.session() as session:
             result = await session.execute(
                 update(Outbox).where(Outbox.id == item.id, Outbox.status == "sending",
                                      Outbox.attempts == item.attempts)
-                .values(status=status, last_error=error[:2000], next_attempt_at=next_at,
+                .values(status="pending", last_error=error[:2000], next_attempt_at=next_at,
                         lease_until=None, failing_since=func.coalesce(
-                            Outbox.failing_since, literal(now, UTCDateTime())))
+                            Outbox.failing_since, literal(failed_at, UTCDateTime())))
                 .execution_options(synchronize_session=False)
             )
             if self.on_delayed is None or getattr(result, "rowcount", 0) != 1:
                 return
             row = await session.get(Outbox, item.id, populate_existing=True)
             if row is None or row.failing_since is None \
-                    or now - row.failing_since < self.delayed_after:
+                    or failed_at - row.failing_since < self.delayed_after:
                 return
             try:
                 async with session.begin_nested():

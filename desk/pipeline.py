@@ -35,7 +35,7 @@ from desk.models import Attachment, Case, City, Contact, Correction, Draft, Mess
 from desk.outbox import enqueue
 from desk.ports import TOPICS, Classification, Classifier, Clock, Drafter, DraftRequest, Entity
 from desk.redact import mask_address, redact
-from desk.sla import BusinessCalendar
+from desk.sla import BusinessCalendar, format_span
 from desk.store import Store, content_hash, insert_ignore
 from desk.workflow import Status, record_event, transition
 
@@ -791,33 +791,38 @@ class Desk:
             await transition(session, case, Status.DRAFTED, actor="system", at=now,
                              kind="delivery_failed", sources=(Status.APPROVED,),
                              detail={"outbox": row.id, "error": error[:500]})
-        if row.channel != "slack":
-            await enqueue(session, kind="notice", channel="slack", now=now,
-                          key=f"notice:failed:{row.id}", case_id=row.case_id,
-                          payload={"text": f"Could not deliver the {_what(row.kind)}: "
-                                           f"{redact(error)[:300]}"})
-
+        await _tell_reviewers(session, row, f"notice:failed:{row.id}", now,
+                              f"Could not deliver the {_what(row.kind)}: {redact(error)[:300]}")
 
     async def on_delayed(self, session: AsyncSession, row: Outbox, error: str) -> None:
         """Hook for the dispatcher: a message has been failing for a while, and is still being
         retried. Reviewers hear of it once, in the case's thread, so that a city is not left
         waiting without anyone knowing. A Slack message that keeps failing is not announced in
         Slack; the health check counts it with the others."""
-        if row.channel == "slack":
-            return
         now = self.clock.now()
-        minutes = round((now - (row.failing_since or now)).total_seconds() / 60)
-        failing = (f"{minutes} minutes" if minutes < 90 else f"{round(minutes / 60)} hours")
-        added = await enqueue(
-            session, kind="notice", channel="slack", now=now, key=f"notice:delayed:{row.id}",
-            case_id=row.case_id, payload={"text": (
-                f"The {_what(row.kind)} by {row.channel} has not gone out yet: it has been "
-                f"failing for {failing} and is still being retried. "
-                f"Last error: {redact(error)[:300]}")})
-        if added and row.case_id is not None:
+        failing = format_span(now - (row.failing_since or now), timedelta(days=1), "day")
+        told = await _tell_reviewers(
+            session, row, f"notice:delayed:{row.id}", now,
+            f"The {_what(row.kind)} by {row.channel} has not gone out yet: it has been failing "
+            f"for {failing} and is still being retried. Last error: {redact(error)[:300]}")
+        if told and row.case_id is not None:
             record_event(session, row.case_id, "system", "delivery_delayed", now,
                          detail={"outbox": row.id, "kind": row.kind,
                                  "error": redact(error)[:500]})
+
+
+async def _tell_reviewers(session: AsyncSession, row: Outbox, key: str, now: datetime,
+                          text: str) -> bool:
+    """A notice about a message that left (or failed to leave) by mail, once per ``key``, in
+    the case's thread; True when it is new. Nothing for a Slack message: Slack is what is
+    failing. Looked up first: a message failing on and on asks at every retry."""
+    if row.channel == "slack":
+        return False
+    known = await session.execute(select(Outbox.id).where(Outbox.idempotency_key == key))
+    if known.scalar_one_or_none() is not None:
+        return False
+    return await enqueue(session, kind="notice", channel="slack", now=now, key=key,
+                         case_id=row.case_id, payload={"text": text})
 
 
 # What an outbox row is, in the words of a notice to reviewers.

@@ -35,12 +35,14 @@ QUESTION_NOISE = frozenset({
 })
 
 # Words that never help say why a resource fits: trimmed from the ends of a shared phrase
-# ("rental registry first" -> "rental registry").
+# ("rental registry first" -> "rental registry"); at its start only when they cannot begin a
+# term ("first responders", "last mile", "well water").
 FILLER = frozenset({
     "may", "might", "must", "could", "would", "shall", "get", "got", "go", "going", "gone",
     "done", "also", "well", "really", "currently", "recently", "first", "second", "next", "last",
     "many", "much", "several", "every", "whether",
 })
+_STARTS_TERMS = frozenset({"first", "second", "next", "last", "well"})
 # Words that, standing alone, say nothing about why a resource fits ("speaks directly to
 # many"), though they may in a phrase ("public health", "executive session"): a shared phrase
 # made only of these, of FILLER or of QUESTION_NOISE is not given as a reason.
@@ -304,9 +306,8 @@ def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
 def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, float],
                     limit: int = 3) -> list[str]:
     """Runs of the question's own words that the resource also uses ("bond rating"), the
-    most telling first, then put back in the order the question has them. Words that explain
-    never help are trimmed from a run's ends, and a run of words that explain nothing alone is
-    dropped."""
+    most telling first, then put back in the order the question has them. Filler is trimmed
+    from a run's ends, and a run of words that explain nothing alone is dropped."""
     runs: list[tuple[float, int, str]] = []
     current: list[tuple[int, str, float]] = []  # the run so far: (index, word, weight)
     words = re.findall(r"[A-Za-z][\w'-]*", question)
@@ -317,19 +318,19 @@ def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, floa
             continue
         while current and normalize(current[-1][1]) in FILLER:
             current.pop()
-        while current and normalize(current[0][1]) in FILLER:
+        while current and normalize(current[0][1]) in FILLER - _STARTS_TERMS:
             current.pop(0)
         if current and not all(normalize(word) in EXPLAINS_NOTHING for _, word, _ in current):
             runs.append((sum(w for _, _, w in current), current[0][0],
                          " ".join(word for _, word, _ in current)))
         current = []
     # A run whose words a more telling one already has adds nothing ("minimum wage and
-    # minimum").
+    # minimum", "minimum wages and minimum wage").
     taken: list[set[str]] = []
     best: list[tuple[float, int, str]] = []
     for run in sorted(runs, key=lambda r: (-r[0], r[1])):
-        run_words = set(run[2].lower().split())
-        if not any(run_words <= other for other in taken):
-            taken.append(run_words)
+        run_stems = {stem(normalize(w)) for w in run[2].split()}
+        if not any(run_stems <= other for other in taken):
+            taken.append(run_stems)
             best.append(run)
     return [phrase for _, _, phrase in sorted(best[:limit], key=lambda r: r[1])]

@@ -67,6 +67,8 @@ _KIND_NOUNS: dict[str, str] = {"data": "data resource"}
 
 
 def kind_noun(kind: str) -> str:
-    """The kind as a countable noun in lower case, with its article: "a guide", "an ..."."""
+    """The kind as a countable noun in lower case, with its article: "a guide", "an expert
+    organization", "a university" (the article goes by sound)."""
     noun = _KIND_NOUNS.get(kind, kind_label(kind).lower())
-    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+    vowel_sound = noun[0] in "aeiou" and not noun.startswith(("uni", "use", "eu"))
+    return f"{'an' if vowel_sound else 'a'} {noun}"

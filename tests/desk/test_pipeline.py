@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -274,3 +274,31 @@ async def test_flood_from_one_sender_is_held_and_reported_others_flow(
     assert await count(store, Event, Event.kind == "ack_suppressed") == 2
     assert await desk.process(other.case_id or 0)
     assert len(await desk.pending_cases()) == 5  # the first five still get drafted
+
+
+async def test_a_failing_delay_report_never_costs_the_retry(store: Store,
+                                                          clock: FakeClock) -> None:
+    desk = await seeded(store, clock)
+    got = await approved(desk, 11)
+    reports: list[int] = []
+
+    async def broken_report(session: object, row: Outbox, error: str) -> None:
+        reports.append(row.id)
+        raise RuntimeError("the notice could not be queued")
+
+    mail = RecordingChannel("email", transient=10**6)
+    dispatcher = Dispatcher(store, {"email": mail, "slack": RecordingChannel("slack")}, clock,
+                            on_sent=desk.on_sent, on_delayed=broken_report,
+                            delayed_after=timedelta(minutes=5))
+    for _ in range(3):
+        await dispatcher.run_once()
+        clock.advance(minutes=10)
+    assert reports  # the report ran, and failed
+    async with store.session() as session:
+        rows = (await session.execute(select(Outbox).where(
+            Outbox.case_id == got.case_id, Outbox.channel == "email"))).scalars().all()
+    assert {(r.kind, r.status, r.attempts) for r in rows} == {("ack", "pending", 3),
+                                                              ("reply", "pending", 3)}
+    mail.transient = 0
+    await dispatcher.run_once()
+    assert sorted(i.kind for i in mail.delivered) == ["ack", "reply"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from desk.ports import DraftRequest, Entity, Package
 from desk.store import Store
 from knowledge.drafting import LibraryDrafter, why_line
+from knowledge.labels import KIND_LABELS, kind_noun
 from knowledge.library import library_for
 from knowledge.render import FOLLOW_UP_OFFER
 from knowledge.text import Term, stem
@@ -137,7 +140,23 @@ def _terms(*words: str) -> list[Term]:
     return [Term(w, w, stem(w), 3.0) for w in words]
 
 
-def test_why_line_names_every_kind_as_a_countable_noun() -> None:
+NOUNS = [
+    ("guide", "a guide"), ("toolkit", "a toolkit"), ("case_study", "a case study"),
+    ("data", "a data resource"), ("template", "a template"), ("training", "a training"),
+    ("funding_program", "a funding program"), ("expert_organization", "an expert organization"),
+    ("peer_program", "a peer program"), ("federal_agency", "a federal agency"),
+    ("university", "a university"), ("calculator", "a calculator"),
+    ("checklist", "a checklist"), ("dataset", "a dataset"), ("dashboard", "a dashboard"),
+]
+
+
+@pytest.mark.parametrize(("kind", "noun"), NOUNS)
+def test_every_kind_reads_as_a_countable_noun(kind: str, noun: str) -> None:
+    assert kind_noun(kind) == noun
+    assert {k for k, _ in NOUNS} == set(KIND_LABELS)  # no kind left out
+
+
+def test_why_line_names_the_kind_and_publisher() -> None:
     entry = _entry("data", "Rental vacancy figures by county.")
     line = why_line(entry, [], _terms("vacancy"), ["housing"], "What is our vacancy rate?")
     assert line.startswith("A data resource from HUD Exchange that speaks directly to vacancy")
@@ -156,6 +175,12 @@ def test_why_line_gives_no_word_that_explains_nothing_as_the_reason() -> None:
     question = "May a city set a minimum wage for contractors above the state minimum?"
     line = why_line(entry, [], _terms("minimum", "wage", "contractors"), ["housing"], question)
     assert "speaks directly to minimum wage and contractors, as your" in line
+    # Ordinals and "well" begin terms: kept at a phrase's start, trimmed at its end.
+    entry = _entry("guide", "Peer support for first responders; crisis teams respond first.")
+    question = "How do first responders get peer support first?"
+    line = why_line(entry, [], _terms("first", "responders", "peer", "support"), ["housing"],
+                    question)
+    assert "speaks directly to first responders and peer support, as your" in line
     # Alone, such words give no reason at all: the resource is explained by its topic.
     line = why_line(entry, [], _terms("may", "many", "examples"), ["housing"], question)
     assert line == "A guide from HUD Exchange that is a core reference on housing."

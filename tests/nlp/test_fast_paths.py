@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from spacy.language import Language
 
 from nlp import entities
+from nlp.build import load_model
 from nlp.classifier import SpacyClassifier, select_topics
 from nlp.data import read_jsonl
 from nlp.pipeline import LANG, TOKENIZER_CACHE
@@ -95,6 +97,28 @@ def test_classifying_one_text_keeps_none_of_its_new_words(classifier: SpacyClass
         assert ("PROGRAM", "CDBG") in [(e.label, e.text) for e in result.entities]
         assert f"Qzx{i}vel" not in vocab.strings
     assert len(vocab.strings) == strings and len(list(vocab)) == lexemes
+
+
+def test_one_text_in_a_zone_is_the_batch_on_words_never_seen(model_dir: Path) -> None:
+    """Two fresh classifiers, so that every word is new to both: one text at a time (each in a
+    memory zone) gives what the batch gives."""
+    texts = TRICKY + [q.text for q in read_jsonl(SANITY)]
+    alone = load_model(model_dir)
+    assert [alone.classify(t) for t in texts] == load_model(model_dir).classify_many(texts)
+    # ... and kept none of them: as many strings as a classifier that has read nothing.
+    assert len(alone.nlp.vocab.strings) == len(load_model(model_dir).nlp.vocab.strings)
+
+
+def test_classify_inside_a_callers_memory_zone_leaves_the_zone_open(
+        classifier: SpacyClassifier) -> None:
+    nlp = classifier.nlp
+    with nlp.memory_zone():
+        doc = nlp.make_doc("Our Zqxwv budget gap")
+        result = classifier.classify("Can we use CDBG funds for the Wqzxv sidewalk?")
+        assert nlp.vocab.in_memory_zone
+        assert [t.text for t in doc] == ["Our", "Zqxwv", "budget", "gap"]  # still readable
+    assert ("PROGRAM", "CDBG") in [(e.label, e.text) for e in result.entities]
+    assert "Zqxwv" not in nlp.vocab.strings and "Wqzxv" not in nlp.vocab.strings
 
 
 @pytest.mark.parametrize(("text", "found"), [
