@@ -214,7 +214,7 @@ async def prepare_service(settings: Settings, classifier: Classifier | None = No
     """The service as ``city311 serve`` wires it: migrated, cities and library seeded, the
     classifier loaded (or the one given, loaded the same way) and the library's search
     vocabulary built (a running service has both warm; the first draft would otherwise pay)."""
-    service = await build_service(settings, classifier=classifier)
+    service = await build_service(settings, classifier=classifier, long_running=True)
     async with service.store.session() as session:
         empty = not await service.store.list_cities(session)
     if empty:
@@ -347,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm(server)
         per_uid = asyncio.run(asyncio.wait_for(bare_fetch(server, bulk=False), 300))
         bulk = asyncio.run(asyncio.wait_for(bare_fetch(server, bulk=True), 300))
-        classifier = load_classifier()  # once, shared by both backends' services
+        # Once, shared by both backends' services; warmed as `city311 serve` warms its own.
+        classifier = load_classifier(warm=True)
         ceiling = per_uid["messages_per_second"]
         parse_only = parse_floor(raws, ceiling)
         results: dict[str, Any] = {}

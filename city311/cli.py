@@ -117,7 +117,7 @@ async def _serve(host: str | None, port: int | None, web: bool, worker: bool) ->
     if port:
         loaded.web.port = port
     # The web process drafts Slack questions as they arrive, so it classifies too.
-    service = await build_service(loaded)
+    service = await build_service(loaded, long_running=True)
     stop = asyncio.Event()
     try:
         await _seed(service)

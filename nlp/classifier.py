@@ -108,6 +108,13 @@ class SpacyClassifier:
         with self.nlp.memory_zone():
             return self.classify_many([text])[0]
 
+    def warm(self, texts: Sequence[str]) -> None:
+        """Tokenize ``texts`` once, outside any memory zone, so that their words stay in the
+        vocabulary and their chunks in the tokenizer's cache. :meth:`classify` keeps nothing
+        new, so without this a service would meet even the commonest words as new at every
+        case (about 0.9 ms a question instead of 0.4)."""
+        self._each_joined(texts, lambda joined: [])
+
     def classify_many(self, texts: Sequence[str]) -> list[Classification]:
         return self._each_joined(texts, self._classify_joined)
 

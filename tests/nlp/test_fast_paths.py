@@ -17,7 +17,7 @@ from spacy.language import Language
 from nlp import entities
 from nlp.build import load_model
 from nlp.classifier import SpacyClassifier, select_topics
-from nlp.data import read_jsonl
+from nlp.data import load_questions, read_jsonl
 from nlp.pipeline import LANG, TOKENIZER_CACHE
 from tests.nlp.test_classifier import SANITY
 
@@ -107,6 +107,25 @@ def test_one_text_in_a_zone_is_the_batch_on_words_never_seen(model_dir: Path) ->
     assert [alone.classify(t) for t in texts] == load_model(model_dir).classify_many(texts)
     # ... and kept none of them: as many strings as a classifier that has read nothing.
     assert len(alone.nlp.vocab.strings) == len(load_model(model_dir).nlp.vocab.strings)
+
+
+def test_warming_keeps_words_that_one_text_at_a_time_would_not(model_dir: Path) -> None:
+    texts = [q.text for q in load_questions()][:300]
+    classifier = load_model(model_dir)
+
+    def lexemes() -> int:
+        return len(list(classifier.nlp.vocab))
+
+    before = lexemes()
+    for text in texts[:50]:
+        classifier.classify(text)
+    assert lexemes() == before  # a zone keeps nothing
+    classifier.warm(texts)
+    warmed = lexemes()
+    assert warmed > before + 1000
+    for text in texts[:50]:  # now their words are known: nothing to make, nothing to free
+        assert classifier.classify(text) == classifier.classify_many([text])[0]
+    assert lexemes() == warmed
 
 
 def test_classify_inside_a_callers_memory_zone_leaves_the_zone_open(
