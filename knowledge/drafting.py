@@ -303,23 +303,52 @@ def why_line(entry: dict[str, Any], named: Sequence[str], terms: Sequence[Term],
     return line
 
 
+def _in_name(text: str, word: re.Match[str]) -> bool:
+    """A capitalised word that does not open a sentence: part of a name ("Elm Street")."""
+    token = word.group(0)
+    if not token[0].isupper() or token.isupper():  # acronyms are names of their own
+        return False
+    before = text[:word.start()].rstrip()
+    return bool(before) and before[-1] not in ".?!:"
+
+
 def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, float],
                     limit: int = 3) -> list[str]:
     """Runs of the question's own words that the resource also uses ("bond rating"), the
-    most telling first, then put back in the order the question has them. Filler is trimmed
-    from a run's ends, and a run of words that explain nothing alone is dropped."""
+    most telling first, then put back in the order the question has them. A run goes on over
+    "of" ("conflict of interest"); filler is trimmed from its ends, and a run of words that
+    explain nothing alone is dropped."""
     runs: list[tuple[float, int, str]] = []
     current: list[tuple[int, str, float]] = []  # the run so far: (index, word, weight)
-    words = re.findall(r"[A-Za-z][\w'-]*", question)
-    for index, word in enumerate([*words, ""]):
+    found = list(re.finditer(r"[A-Za-z][\w'-]*", question))
+    words = [m.group(0) for m in found]
+    in_names = [_in_name(question, m) for m in found]
+    # In a headline ("How Do We Fund Street Repairs") capitals say nothing of names.
+    headline = sum(in_names) * 2 > len(words)
+
+    def shared(word: str) -> bool:
         key = stem(normalize(word)) if word else ""
-        if key and key in telling and key in text_stems:
-            current.append((index, word, telling[key]))
+        return bool(key) and key in telling and key in text_stems
+
+    for index, word in enumerate([*words, ""]):
+        if shared(word):
+            current.append((index, word, telling[stem(normalize(word))]))
+            continue
+        if current and word.lower() == "of" and index + 1 < len(words) \
+                and shared(words[index + 1]):
+            current.append((index, word, 0.0))
             continue
         while current and normalize(current[-1][1]) in FILLER:
             current.pop()
         while current and normalize(current[0][1]) in FILLER - _STARTS_TERMS:
             current.pop(0)
+        if not headline:  # the part of a longer name says nothing ("Street" of "Elm Street")
+            while current and in_names[current[0][0]] and current[0][0] > 0 \
+                    and in_names[current[0][0] - 1]:
+                current.pop(0)
+            while current and in_names[current[-1][0]] and index < len(words) \
+                    and in_names[index]:
+                current.pop()
         if current and not all(normalize(word) in EXPLAINS_NOTHING for _, word, _ in current):
             runs.append((sum(w for _, _, w in current), current[0][0],
                          " ".join(word for _, word, _ in current)))

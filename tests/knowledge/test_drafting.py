@@ -181,6 +181,21 @@ def test_why_line_gives_no_word_that_explains_nothing_as_the_reason() -> None:
     line = why_line(entry, [], _terms("first", "responders", "peer", "support"), ["housing"],
                     question)
     assert "speaks directly to first responders and peer support, as your" in line
+    # A term with "of" in it stays whole.
+    entry = _entry("guide", "Conflict of interest rules for planning commissioners.")
+    question = "Is it a conflict of interest for a commissioner?"
+    line = why_line(entry, [], _terms("conflict", "interest"), ["housing"], question)
+    assert "speaks directly to conflict of interest, as your" in line
+    # Part of a longer name is no reason ("Street" of "Elm Street"), but a name the resource
+    # shares whole is, and so are a headline's capitalised words.
+    entry = _entry("guide", "Street repair funding; Main Street programs for sidewalks.")
+    terms = _terms("street", "main", "sidewalks")
+    line = why_line(entry, [], terms, ["housing"], "Can we fix the Elm Street sidewalks?")
+    assert "speaks directly to sidewalks, as your" in line
+    line = why_line(entry, [], terms, ["housing"], "Does Main Street fund our sidewalks?")
+    assert "speaks directly to Main Street and sidewalks, as your" in line
+    line = why_line(entry, [], terms, ["housing"], "Street Repairs On Elm Street Sidewalks")
+    assert "speaks directly to Street Sidewalks, as your" in line
     # Alone, such words give no reason at all: the resource is explained by its topic.
     line = why_line(entry, [], _terms("may", "many", "examples"), ["housing"], question)
     assert line == "A guide from HUD Exchange that is a core reference on housing."
