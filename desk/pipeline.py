@@ -813,9 +813,9 @@ class Desk:
 
 async def _tell_reviewers(session: AsyncSession, row: Outbox, key: str, now: datetime,
                           text: str) -> bool:
-    """A notice about a message that left (or failed to leave) by mail, once per ``key``, in
-    the case's thread; True when it is new. Nothing for a Slack message: Slack is what is
-    failing. Looked up first: a message failing on and on asks at every retry."""
+    """A notice to reviewers, in the case's thread, about a message that has not gone out by
+    mail; once per ``key``, True when it is new. Nothing for a Slack message: Slack is what is
+    failing. Looked up before it is queued: a message failing on and on asks at every retry."""
     if row.channel == "slack":
         return False
     known = await session.execute(select(Outbox.id).where(Outbox.idempotency_key == key))
