@@ -63,7 +63,7 @@ class Failing:
     count: int
     since: datetime | None  # the oldest first failure among them
 
-    def delayed(self, now: datetime, after: timedelta = DELAYED_AFTER) -> bool:
+    def delayed(self, now: datetime, after: timedelta) -> bool:
         return self.since is not None and now - self.since >= after
 
 

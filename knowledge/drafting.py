@@ -318,48 +318,50 @@ def _shared_phrases(question: str, text_stems: set[str], telling: dict[str, floa
     most telling first, then put back in the order the question has them. A run goes on over
     "of" ("conflict of interest"); filler is trimmed from its ends, and a run of words that
     explain nothing alone is dropped."""
-    runs: list[tuple[float, int, str]] = []
-    current: list[tuple[int, str, float]] = []  # the run so far: (index, word, weight)
     found = list(re.finditer(r"[A-Za-z][\w'-]*", question))
     words = [m.group(0) for m in found]
+    lowered = [normalize(w) for w in words]
+    keys = [stem(w) for w in lowered]
     in_names = [_in_name(question, m) for m in found]
     # In a headline ("How Do We Fund Street Repairs") capitals say nothing of names.
     headline = sum(in_names) * 2 > len(words)
 
-    def shared(word: str) -> bool:
-        key = stem(normalize(word)) if word else ""
-        return bool(key) and key in telling and key in text_stems
+    def shared(i: int) -> bool:
+        return keys[i] in telling and keys[i] in text_stems
 
-    for index, word in enumerate([*words, ""]):
-        if shared(word):
-            current.append((index, word, telling[stem(normalize(word))]))
+    runs: list[list[int]] = []  # each run: the indices of its words
+    current: list[int] = []
+    for index in range(len(words) + 1):
+        if index < len(words) and shared(index):
+            current.append(index)
             continue
-        if current and word.lower() == "of" and index + 1 < len(words) \
-                and shared(words[index + 1]):
-            current.append((index, word, 0.0))
+        if current and index + 1 < len(words) and lowered[index] == "of" and shared(index + 1):
+            current.append(index)
             continue
-        while current and normalize(current[-1][1]) in FILLER:
+        while current and lowered[current[-1]] in FILLER:
             current.pop()
-        while current and normalize(current[0][1]) in FILLER - _STARTS_TERMS:
+        while current and lowered[current[0]] in FILLER - _STARTS_TERMS:
             current.pop(0)
         if not headline:  # the part of a longer name says nothing ("Street" of "Elm Street")
-            while current and in_names[current[0][0]] and current[0][0] > 0 \
-                    and in_names[current[0][0] - 1]:
+            while current and in_names[current[0]] and current[0] > 0 \
+                    and in_names[current[0] - 1]:
                 current.pop(0)
-            while current and in_names[current[-1][0]] and index < len(words) \
-                    and in_names[index]:
+            while current and in_names[current[-1]] and index < len(words) and in_names[index]:
                 current.pop()
-        if current and not all(normalize(word) in EXPLAINS_NOTHING for _, word, _ in current):
-            runs.append((sum(w for _, _, w in current), current[0][0],
-                         " ".join(word for _, word, _ in current)))
+        if current and not all(lowered[i] in EXPLAINS_NOTHING for i in current):
+            runs.append(current)
         current = []
+
+    def weight(run: list[int]) -> float:
+        return sum(telling[keys[i]] for i in run if shared(i))
+
     # A run whose words a more telling one already has adds nothing ("minimum wage and
     # minimum", "minimum wages and minimum wage").
     taken: list[set[str]] = []
-    best: list[tuple[float, int, str]] = []
-    for run in sorted(runs, key=lambda r: (-r[0], r[1])):
-        run_stems = {stem(normalize(w)) for w in run[2].split()}
-        if not any(run_stems <= other for other in taken):
-            taken.append(run_stems)
+    best: list[list[int]] = []
+    for run in sorted(runs, key=lambda r: (-weight(r), r[0])):
+        run_keys = {keys[i] for i in run}
+        if not any(run_keys <= other for other in taken):
+            taken.append(run_keys)
             best.append(run)
-    return [phrase for _, _, phrase in sorted(best[:limit], key=lambda r: r[1])]
+    return [" ".join(words[i] for i in run) for run in sorted(best[:limit])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -104,9 +105,8 @@ class SpacyClassifier:
         which :meth:`warm` pays once, at start. A batch (:meth:`classify_many`) keeps its
         words, which is what makes the next batch fast. Zones must not nest: inside a caller's
         zone, the text is classified in it."""
-        if getattr(self.nlp.vocab, "in_memory_zone", False):  # not in the type stubs
-            return self.classify_many([text])[0]
-        with self.nlp.memory_zone():
+        in_zone = getattr(self.nlp.vocab, "in_memory_zone", False)  # not in the type stubs
+        with contextlib.nullcontext() if in_zone else self.nlp.memory_zone():
             return self.classify_many([text])[0]
 
     def warm(self, texts: Sequence[str]) -> None:
